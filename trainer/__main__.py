@@ -1,0 +1,38 @@
+"""One worker of a distributed training job.
+
+    torchrun --standalone --nproc-per-node 2 -m trainer dataset=tiny epochs=3
+    python -m trainer dataset=small epochs=5 run_dir=runs/one   # single process
+
+Started by torchrun locally or by the Kubeflow training operator in a pod, it reads RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT from the environment (and runs alone when
+they are absent). Its arguments are Hydra overrides of the project's ``conf/``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from trainer.config import ConfigError, compose, fail, validate_trainer
+from trainer.data.dataset import DatasetError
+from trainer.train import CheckpointError, Trainer
+
+
+def main(argv: list[str]) -> None:
+    try:
+        cfg = compose(argv)
+        validate_trainer(cfg.dataset, cfg.model, cfg.train)
+        if cfg.epochs < 1:
+            raise ConfigError(f"epochs={cfg.epochs} is invalid: it must be >= 1 (e.g. epochs=10)")
+    except ConfigError as exc:
+        fail(str(exc))
+    trainer = Trainer(cfg)
+    try:
+        trainer.run()
+    except (DatasetError, CheckpointError) as exc:
+        fail(str(exc), code=3)
+    finally:
+        trainer.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

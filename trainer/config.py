@@ -1,0 +1,216 @@
+"""Typed configuration schema shared by the trainer and the harness.
+
+The YAML files in ``conf/`` extend these dataclasses (Hydra structured configs), so a value of
+the wrong type (``workers=abc``) fails when the config is composed. Range checks that OmegaConf
+cannot express (``workers=0``, ``epochs=-1``, a fan-out list of the wrong length) live in
+:func:`validate`, which both entry points call before they run or write anything.
+
+Each component receives only its own slice: the trainer gets ``cfg.dataset``, ``cfg.model`` and
+``cfg.train``; the harness adds ``cfg.backend`` and ``cfg.fault``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+SYNTHETIC_PRESETS = ("tiny", "small", "medium", "full")
+REAL_DATASETS = ("ogbl_citation2",)
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem: the message names the key and the fix."""
+
+
+@dataclass
+class DatasetConf:
+    name: str = MISSING  # preset: tiny | small | medium | full | ogbl_citation2
+    synthetic: bool = True
+    # Synthetic generator (ignored for the real dataset).
+    num_nodes: int = 10_000
+    avg_degree: float = 10.0  # mean references per paper (ogbl-citation2: 10.4)
+    num_topics: int = 20
+    subtopics_per_topic: int = 10
+    feat_dim: int = 128
+    eval_fraction: float = 0.0297  # validation (and test) sources per node, as in ogbl-citation2
+    num_neg: int = 1000  # negatives per validation/test source (the OGB protocol)
+    gen_seed: int = 0
+
+
+@dataclass
+class ModelConf:
+    name: str = MISSING
+    num_layers: int = 3
+    hidden: int = 256
+    aggr: str = "mean"  # any PyG aggregation name SAGEConv accepts: mean | add | max
+    dropout: float = 0.0
+    predictor: str = "dot"  # dot (as in the study) | mlp (as in the OGB reference)
+    fanouts: list[int] = field(default_factory=lambda: [15, 10, 5])  # one per layer; -1 = all
+
+
+@dataclass
+class TrainConf:
+    batch_size: int = 512  # positive edges per worker per step
+    lr: float = 0.001
+    steps_per_epoch: int | None = None  # None: a full pass over the training edges
+    eval_sources: int | None = 1000  # validation sources scored each epoch (None: all)
+    test_sources: int | None = None  # test sources scored at the end (None: all)
+    eval_batch_nodes: int = 65_536  # nodes per chunk in layer-wise full-graph inference
+    threads: int | None = None  # torch intra-op threads per worker (None: OMP_NUM_THREADS or 1)
+    log_every: int = 20  # steps between step-level TensorBoard scalars
+    dist_timeout_s: int = 600
+
+
+@dataclass
+class BackendConf:
+    name: str = MISSING  # local | k8s
+    backoff_limit: int = 3  # restarts allowed (PyTorchJob runPolicy.backoffLimit)
+    sample_interval_s: float = 1.0  # resource sampling period
+    poll_interval_s: float = 0.5
+    timeout_s: float = 3600.0  # a trial running longer is cancelled and recorded as failed
+    cores: int | None = None  # cores the trial may use (None: all of this machine)
+    master_port: int | None = None  # None: a free port is chosen per trial
+
+
+@dataclass
+class Config:
+    workers: int = 2  # total processes (1 Master + workers-1 Worker replicas on Kubernetes)
+    epochs: int = 3
+    seed: int = 0
+    experiment: str = "default"
+    sweep_name: str = MISSING
+    results_dir: str = "results"
+    run_dir: str = "runs/default"  # where the trainer writes events, checkpoints, summary.json
+    data_root: str = MISSING
+    redo: bool = False  # re-run trials whose result already succeeded
+    progress: bool | None = None  # live progress line (None: only when stdout is a terminal)
+    dataset: DatasetConf = MISSING
+    model: ModelConf = MISSING
+    train: TrainConf = field(default_factory=TrainConf)
+    backend: BackendConf = MISSING
+    # Groups added by later harness features land here without touching the trainer.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def register_configs() -> None:
+    """Register the schema so that ``conf/*.yaml`` can name it in their defaults lists."""
+    ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+def _positive(name: str, value: int | float | None, fix: str, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or value < 1:
+        raise ConfigError(f"{name}={value} is invalid: it must be >= 1 ({fix})")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range and consistency checks that typing alone cannot express. Raises ConfigError."""
+    _positive("workers", cfg.workers, "e.g. workers=2")
+    _positive("epochs", cfg.epochs, "e.g. epochs=10")
+    if cfg.seed < 0:
+        raise ConfigError(f"seed={cfg.seed} is invalid: it must be >= 0")
+    validate_trainer(cfg.dataset, cfg.model, cfg.train)
+    if cfg.backend.backoff_limit < 0:
+        raise ConfigError(f"backend.backoff_limit={cfg.backend.backoff_limit} must be >= 0")
+    if cfg.backend.sample_interval_s <= 0:
+        raise ConfigError("backend.sample_interval_s must be > 0 (e.g. backend.sample_interval_s=1)")
+    _positive("backend.cores", cfg.backend.cores, "or leave it null", allow_none=True)
+
+
+def validate_trainer(dataset: DictConfig, model: DictConfig, train: DictConfig) -> None:
+    """The checks the trainer needs on its own slices (it also runs without the harness)."""
+    if dataset.name not in SYNTHETIC_PRESETS + REAL_DATASETS:
+        raise ConfigError(
+            f"dataset={dataset.name} is unknown: use one of "
+            + ", ".join(SYNTHETIC_PRESETS + REAL_DATASETS)
+        )
+    if dataset.synthetic:
+        _positive("dataset.num_nodes", dataset.num_nodes, "e.g. dataset.num_nodes=10000")
+        if dataset.num_nodes < 200:
+            raise ConfigError(f"dataset.num_nodes={dataset.num_nodes} is too small: use >= 200")
+        if dataset.avg_degree <= 0:
+            raise ConfigError(f"dataset.avg_degree={dataset.avg_degree} must be > 0")
+        _positive("dataset.num_topics", dataset.num_topics, "e.g. dataset.num_topics=20")
+        _positive("dataset.subtopics_per_topic", dataset.subtopics_per_topic, "e.g. 10")
+        _positive("dataset.feat_dim", dataset.feat_dim, "e.g. dataset.feat_dim=128")
+        _positive("dataset.num_neg", dataset.num_neg, "e.g. dataset.num_neg=1000")
+        if not 0 < dataset.eval_fraction < 0.5:
+            raise ConfigError(f"dataset.eval_fraction={dataset.eval_fraction} must be in (0, 0.5)")
+    _positive("model.num_layers", model.num_layers, "e.g. model.num_layers=3")
+    _positive("model.hidden", model.hidden, "e.g. model.hidden=256")
+    if model.aggr not in ("mean", "add", "sum", "max"):
+        raise ConfigError(f"model.aggr={model.aggr} is unknown: use mean, add or max")
+    if model.predictor not in ("dot", "mlp"):
+        raise ConfigError(f"model.predictor={model.predictor} is unknown: use dot or mlp")
+    if not 0.0 <= model.dropout < 1.0:
+        raise ConfigError(f"model.dropout={model.dropout} must be in [0, 1)")
+    fanouts = list(model.fanouts)
+    if len(fanouts) != model.num_layers:
+        raise ConfigError(
+            f"model.fanouts has {len(fanouts)} entries but model.num_layers={model.num_layers}: "
+            "give one fan-out per layer, e.g. model.fanouts=[15,10,5]"
+        )
+    if any(f == 0 or f < -1 for f in fanouts):
+        raise ConfigError(f"model.fanouts={fanouts} is invalid: use positive counts or -1 (all)")
+    _positive("train.batch_size", train.batch_size, "e.g. train.batch_size=512")
+    if train.lr <= 0:
+        raise ConfigError(f"train.lr={train.lr} must be > 0")
+    _positive("train.steps_per_epoch", train.steps_per_epoch, "or null", allow_none=True)
+    _positive("train.eval_sources", train.eval_sources, "or null for all", allow_none=True)
+    _positive("train.test_sources", train.test_sources, "or null for all", allow_none=True)
+    _positive("train.eval_batch_nodes", train.eval_batch_nodes, "e.g. 65536")
+    _positive("train.threads", train.threads, "or null", allow_none=True)
+    _positive("train.log_every", train.log_every, "e.g. train.log_every=20")
+
+
+def compose(overrides: list[str] | None = None) -> DictConfig:
+    """Compose ``conf/config.yaml`` with overrides, as the entry points do (used by tests too).
+
+    Errors (unknown group option, wrong type, unknown key) become one-line ConfigErrors.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides or []))
+    except Exception as exc:  # Hydra and OmegaConf raise several types; all are user errors here
+        raise ConfigError(one_line(exc)) from exc
+    finally:
+        GlobalHydra.instance().clear()
+    return cfg
+
+
+def one_line(exc: BaseException) -> str:
+    """The first meaningful line of a Hydra/OmegaConf error, with a hint where we know one."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    if "Could not find" in first and "/" in first:
+        group = first.split("'")[1].split("/")[0] if "'" in first else "that group"
+        first += f" (list the options with: ls {CONF_DIR / group})"
+    elif "Value '" in first and "could not be converted" in first:
+        key = next((line.split(":", 1)[1].strip() for line in text if "full_key:" in line), "")
+        first = f"{first.rstrip('.')} for {key}" if key else first
+    return first
+
+
+def resolve_plain(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as a plain dict (interpolations evaluated), for storing beside results."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one error line and exit: the user-facing failure path of every entry point."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)

@@ -1,0 +1,282 @@
+"""The training program of one worker: DDP GraphSAGE link prediction with per-epoch evaluation.
+
+One method per phase (``init_distributed``, ``train_step``, ``train_epoch``, ``evaluate``,
+``save_checkpoint``, ``close``); ``run`` strings them together. Rank 0 writes TensorBoard events,
+checkpoints and ``summary.json`` under ``run_dir``; every rank trains on its own shard of the
+training edges, reshuffled each epoch from the shared seed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.tensorboard import SummaryWriter
+
+from bench.store import atomic_write_bytes, atomic_write_json
+from trainer.data.dataset import Graph, load_graph
+from trainer.evaluate import evaluate
+from trainer.model import LinkModel
+from trainer.sampler import NeighborSampler
+
+CHECKPOINT = "checkpoints/last.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that exists but cannot be loaded; the message names the file and the fix."""
+
+
+@dataclass
+class Batch:
+    """Positive edges (src -> dst) and one sampled negative target per positive."""
+
+    src: torch.Tensor
+    dst: torch.Tensor
+    neg: torch.Tensor
+
+
+@dataclass
+class History:
+    """Per-epoch figures, carried across restarts inside the checkpoint."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+
+def _mix(*values: int) -> int:
+    """A deterministic 63-bit seed from several integers (seed, epoch, rank, ...)."""
+    h = 1469598103934665603
+    for v in values:
+        h = ((h ^ (v & 0xFFFFFFFFFFFF)) * 1099511628211) % (1 << 63)
+    return h
+
+
+def epoch_batches(num_edges: int, batch_size: int, epoch: int, seed: int, rank: int, world: int,
+                  steps_cap: int | None) -> list[torch.Tensor]:
+    """This rank's edge ids for each step of ``epoch``: a shared shuffle, dealt round-robin.
+
+    Every rank gets the same number of steps (DDP needs that), so up to ``world - 1`` edges an
+    epoch are skipped when the count does not divide evenly.
+    """
+    perm = torch.randperm(num_edges, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
+    shard = perm[rank::world][: num_edges // world]
+    steps = -(-shard.numel() // batch_size)
+    if steps_cap is not None:
+        steps = min(steps, steps_cap)
+    return [shard[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
+
+
+class Trainer:
+    def __init__(self, cfg):
+        self.dataset_cfg, self.model_cfg, self.train_cfg = cfg.dataset, cfg.model, cfg.train
+        self.epochs, self.seed = int(cfg.epochs), int(cfg.seed)
+        self.data_root = cfg.data_root
+        self.run_dir = Path(cfg.run_dir)
+        self.rank, self.world, self.local_rank = 0, 1, 0
+        self.device = torch.device("cpu")
+        self.graph: Graph | None = None
+        self.writer: SummaryWriter | None = None
+        self.start_epoch = 1
+        self.history = History()
+        self.first_step_time: float | None = None
+        self.time_start = time.time()
+
+    # ---------------------------------------------------------------- phases
+    def init_distributed(self) -> None:
+        """Join the process group when torchrun or the training operator started us."""
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if torch.cuda.is_available():
+            self.device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(self.device)
+        if self.world > 1:
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(
+                backend, timeout=timedelta(seconds=int(self.train_cfg.dist_timeout_s))
+            )
+
+    def setup(self) -> None:
+        threads = self.train_cfg.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+        if threads:
+            torch.set_num_threads(threads)
+        # Data first: a bad dataset fails on every rank before anyone waits in a rendezvous.
+        self.graph = load_graph(self.dataset_cfg, self.data_root)
+        self.init_distributed()
+        torch.manual_seed(self.seed)
+        model = LinkModel(self.graph.x.shape[1], self.model_cfg).to(self.device)
+        self.model = model
+        self.ddp = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None) if self.world > 1 else model
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=self.train_cfg.lr)
+        self.sampler = NeighborSampler(self.graph.indptr, self.graph.indices, self.model_cfg.fanouts)
+        self.load_checkpoint()
+        if self.rank == 0:
+            # purge_step drops events a previous attempt logged past the checkpoint we resume.
+            self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.start_epoch)
+
+    def train_step(self, batch: Batch, generator: torch.Generator | None = None) -> float:
+        """One optimiser step on ``batch``; returns its loss (mean over its edges)."""
+        nodes, inverse = torch.unique(torch.cat([batch.src, batch.dst, batch.neg]), return_inverse=True)
+        b = batch.src.numel()
+        sub = self.sampler(nodes, generator)
+        x = self.graph.x[sub.n_id].to(self.device, non_blocking=True)
+        sub.edge_index = sub.edge_index.to(self.device)
+        inverse = inverse.to(self.device)
+        pos, neg = self.ddp(x, sub, inverse[:b], inverse[b : 2 * b], inverse[2 * b :])
+        loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + \
+            F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        train = self.graph.split["train"]
+        src_all, dst_all = train["source_node"], train["target_node"]
+        batches = epoch_batches(src_all.numel(), self.train_cfg.batch_size, epoch, self.seed,
+                                self.rank, self.world, self.train_cfg.steps_per_epoch)
+        gen = torch.Generator().manual_seed(_mix(self.seed, epoch, self.rank, 1))
+        torch.manual_seed(_mix(self.seed, epoch, self.rank, 2))  # dropout: exact on resume
+        self.model.train()
+        loss_sum, edges = 0.0, 0
+        started = time.perf_counter()
+        for step, ids in enumerate(batches):
+            neg = torch.randint(0, self.graph.num_nodes, (ids.numel(),), generator=gen)
+            loss = self.train_step(Batch(src_all[ids], dst_all[ids], neg), gen)
+            if self.first_step_time is None:
+                self.first_step_time = time.time()
+            loss_sum += loss * ids.numel()
+            edges += ids.numel()
+            global_step = (epoch - 1) * len(batches) + step
+            if self.writer and (step % self.train_cfg.log_every == 0):
+                self.writer.add_scalar("train/loss_step", loss, global_step)
+        seconds = time.perf_counter() - started
+        totals = torch.tensor([loss_sum, float(edges)], dtype=torch.float64)
+        if self.world > 1:
+            dist.all_reduce(totals)
+        return {
+            "train/loss": (totals[0] / totals[1]).item(),
+            "train/edges": totals[1].item(),
+            "train/edges_per_s": totals[1].item() / seconds,
+            "time/train_s": seconds,
+            "train/steps": float(len(batches)),
+        }
+
+    def evaluate(self, split: str, max_sources: int | None) -> dict[str, float]:
+        started = time.perf_counter()
+        metrics = evaluate(self.model, self.graph, split, max_sources, self.train_cfg.eval_batch_nodes)
+        out = {f"{split_tag(split)}/{k}": float(v) for k, v in metrics.items()}
+        out["time/eval_s"] = time.perf_counter() - started
+        return out
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, epoch: int) -> None:
+        if self.rank != 0:
+            return
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch,
+            "rng": torch.get_rng_state(),
+            "history": self.history.epochs,
+        }
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.run_dir / CHECKPOINT, buf.getvalue())
+
+    def load_checkpoint(self) -> None:
+        path = self.run_dir / CHECKPOINT
+        if not path.exists():
+            return
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except Exception as exc:  # torch raises several types for a damaged file
+            raise CheckpointError(
+                f"checkpoint {path} cannot be loaded ({str(exc).splitlines()[0][:160]}): delete it "
+                "to train from scratch"
+            ) from exc
+        torch.set_rng_state(state["rng"].cpu())
+        self.start_epoch = int(state["epoch"]) + 1
+        self.history.epochs = list(state["history"])
+        if self.rank == 0:
+            print(f"resuming from {path} at epoch {self.start_epoch}", flush=True)
+
+    # ---------------------------------------------------------------- the run
+    def run(self) -> dict:
+        self.setup()
+        for epoch in range(self.start_epoch, self.epochs + 1):
+            started = time.perf_counter()
+            figures = self.train_epoch(epoch)
+            figures.update(self.evaluate("valid", self.train_cfg.eval_sources))
+            figures["time/epoch_s"] = time.perf_counter() - started
+            figures["epoch"] = float(epoch)
+            self.history.epochs.append(figures)
+            self.log(epoch, figures)
+            self.save_checkpoint(epoch)
+        test = self.evaluate("test", self.train_cfg.test_sources)
+        self.log(self.epochs, {k: v for k, v in test.items() if k.startswith("test/")})
+        summary = self.summary(test)
+        if self.rank == 0:
+            atomic_write_json(self.run_dir / "summary.json", summary)
+            print("summary " + json.dumps({k: summary[k] for k in ("val_mrr", "val_accuracy", "test_mrr")}), flush=True)
+        return summary
+
+    def log(self, step: int, figures: dict[str, float]) -> None:
+        if self.rank != 0:
+            return
+        for tag, value in figures.items():
+            if "/" in tag:
+                self.writer.add_scalar(tag, value, step)
+        self.writer.flush()
+        if "val/mrr" in figures:
+            print(
+                f"epoch {step}/{self.epochs} loss {figures['train/loss']:.4f} "
+                f"val_mrr {figures['val/mrr']:.4f} val_acc {figures['val/accuracy']:.4f} "
+                f"time {figures['time/epoch_s']:.2f}s edges/s {figures['train/edges_per_s']:.0f}",
+                flush=True,
+            )
+
+    def summary(self, test: dict[str, float]) -> dict:
+        last = self.history.epochs[-1] if self.history.epochs else {}
+        return {
+            "epochs": self.epochs,
+            "world_size": self.world,
+            "resumed_from_epoch": self.start_epoch if self.start_epoch > 1 else None,
+            "val_mrr": last.get("val/mrr"),
+            "val_accuracy": last.get("val/accuracy"),
+            "val_hits@10": last.get("val/hits@10"),
+            "train_loss": last.get("train/loss"),
+            "test_mrr": test.get("test/mrr"),
+            "test_accuracy": test.get("test/accuracy"),
+            "test_hits@10": test.get("test/hits@10"),
+            "epoch_times_s": [e["time/epoch_s"] for e in self.history.epochs],
+            "edges_per_s": [e["train/edges_per_s"] for e in self.history.epochs],
+            "num_nodes": self.graph.num_nodes,
+            "num_train_edges": self.graph.num_train_edges,
+            "time_start_unix": self.time_start,
+            "time_first_step_unix": self.first_step_time,
+            "time_end_unix": time.time(),
+            "host": socket.gethostname(),
+            "threads_per_worker": torch.get_num_threads(),
+        }
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def split_tag(split: str) -> str:
+    return "val" if split == "valid" else split
