@@ -252,6 +252,8 @@ class Trainer:
         return {
             "epochs": self.epochs,
             "world_size": self.world,
+            # torchrun's elastic agent counts restarts of the worker group (local backend).
+            "restart_count": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)),
             "resumed_from_epoch": self.start_epoch if self.start_epoch > 1 else None,
             "val_mrr": last.get("val/mrr"),
             "val_accuracy": last.get("val/accuracy"),
