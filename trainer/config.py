@@ -11,6 +11,7 @@ Each component receives only its own slice: the trainer gets ``cfg.dataset``, ``
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,7 +172,7 @@ def validate_trainer(dataset: DictConfig, model: DictConfig, train: DictConfig) 
     _positive("train.log_every", train.log_every, "e.g. train.log_every=20")
 
 
-def compose(overrides: list[str] | None = None) -> DictConfig:
+def compose(overrides: list[str] | None = None, return_hydra_config: bool = False) -> DictConfig:
     """Compose ``conf/config.yaml`` with overrides, as the entry points do (used by tests too).
 
     Errors (unknown group option, wrong type, unknown key) become one-line ConfigErrors.
@@ -184,7 +185,11 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = hydra_compose(config_name="config", overrides=list(overrides or []))
+            cfg = hydra_compose(
+                config_name="config",
+                overrides=list(overrides or []),
+                return_hydra_config=return_hydra_config,
+            )
     except Exception as exc:  # Hydra and OmegaConf raise several types; all are user errors here
         raise ConfigError(one_line(exc)) from exc
     finally:
@@ -193,16 +198,28 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
 
 
 def one_line(exc: BaseException) -> str:
-    """The first meaningful line of a Hydra/OmegaConf error, with a hint where we know one."""
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else type(exc).__name__
-    if "Could not find" in first and "/" in first:
-        group = first.split("'")[1].split("/")[0] if "'" in first else "that group"
-        first += f" (list the options with: ls {CONF_DIR / group})"
-    elif "Value '" in first and "could not be converted" in first:
-        key = next((line.split(":", 1)[1].strip() for line in text if "full_key:" in line), "")
-        first = f"{first.rstrip('.')} for {key}" if key else first
-    return first
+    """One line from a Hydra/OmegaConf error: the problem and, where we know it, the fix."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:  # Hydra keeps the detail in __cause__
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    lines = [line.strip() for e in chain for line in str(e).splitlines() if line.strip()]
+    text = " ".join(lines)
+    missing = re.search(r"Could not find '(\w+)/([^']+)'", text)
+    if missing:
+        group, option = missing.groups()
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        return f"{group}={option} is unknown: use one of {', '.join(options)}"
+    bad_type = re.search(r"Value '([^']*)' of type '\w+' could not be converted to (\w+)", text)
+    if bad_type:
+        key = re.search(r"full_key: ([\w.\[\]]+)", text)
+        name = key.group(1) if key else "a value"
+        return f"{name}={bad_type.group(1)} is invalid: it must be of type {bad_type.group(2)}"
+    unknown = re.search(r"Key '([^']+)' not in '\w+'\s+full_key: ([\w.]+)", text)
+    if unknown:
+        return (f"{unknown.group(2)} is not a config key: check the spelling "
+                "(`python -m bench.sweep --cfg job` prints every key)")
+    return lines[0] if lines else "invalid configuration"
 
 
 def resolve_plain(cfg: DictConfig) -> dict[str, Any]:

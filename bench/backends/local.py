@@ -1,0 +1,132 @@
+"""Local backend: a trial is a torchrun process group on this machine.
+
+torchrun (``torch.distributed.run``, the elastic launcher) starts ``workers`` processes of
+``python -m trainer``. Its ``--max-restarts`` restarts the whole worker group when a worker
+fails, which is what a PyTorchJob with ``restartPolicy: OnFailure`` and ``backoffLimit`` does
+with pods; the trainer resumes from its last checkpoint either way.
+
+Threads: each worker gets ``max(1, cores // workers)`` intra-op threads (OMP_NUM_THREADS and
+``train.threads``), so the workers together never ask for more cores than the trial may use.
+With more workers than cores the trial is oversubscribed (one thread each) and the result says so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.backends.base import JobState, JobStatus, TrialSpec
+from bench.resources import torchrun_workers
+
+
+def threads_per_worker(workers: int, cores: int) -> int:
+    """The threading rule: split the cores evenly, at least one thread per worker."""
+    return max(1, cores // workers)
+
+
+class LocalHandle:
+    def __init__(self, spec: TrialSpec):
+        self.spec = spec
+        self.log_path = spec.trial_dir / "logs" / "workers.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable, "-m", "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={spec.workers}",
+            f"--max-restarts={spec.backoff_limit}",
+            "--monitor-interval=0.5",
+            "-m", "trainer", *spec.trainer_overrides,
+        ]
+        env = {**os.environ, **spec.env, "OMP_NUM_THREADS": str(spec.threads_per_worker),
+               "PYTHONUNBUFFERED": "1"}
+        self._log = open(self.log_path, "ab")
+        self.submitted_at = time.time()
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,  # its own process group: cancel() reaches every worker
+        )
+        self._cancel_reason: str | None = None
+        self._finished_at: float | None = None
+        self._pids_seen: dict[str, set[int]] = {}
+
+    # -- TrialHandle
+    def poll(self) -> JobStatus:
+        code = self.process.poll()
+        restarts = self._restarts()
+        if code is None:
+            state = JobState.RESTARTING if self._restarting() else JobState.RUNNING
+            return JobStatus(state, restarts, submitted_at=self.submitted_at)
+        if self._finished_at is None:
+            self._finished_at = time.time()
+            self._log.close()
+        if self._cancel_reason is not None:
+            state, reason = JobState.CANCELLED, self._cancel_reason
+        elif code == 0:
+            state, reason = JobState.SUCCEEDED, None
+        else:
+            state, reason = JobState.FAILED, self._failure_reason(code, restarts)
+        return JobStatus(state, restarts, reason, self.submitted_at, self._finished_at)
+
+    def workers(self) -> dict[str, int]:
+        found = torchrun_workers(self.process.pid)
+        for name, pid in found.items():
+            self._pids_seen.setdefault(name, set()).add(pid)
+        return found
+
+    def fetch_events(self, dest: Path) -> None:
+        """The workers wrote into ``run_dir`` on this machine: copy the event files over."""
+        run_dir = Path(self.spec.run_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+        tb = run_dir / "tb"
+        if tb.is_dir():
+            shutil.copytree(tb, dest / "events", dirs_exist_ok=True)
+        if (run_dir / "summary.json").exists():
+            shutil.copy2(run_dir / "summary.json", dest / "summary.json")
+
+    def logs(self, tail_lines: int = 50) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-tail_lines:])
+
+    def cancel(self, reason: str) -> None:
+        if self.process.poll() is not None:
+            return
+        self._cancel_reason = reason
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        except ProcessLookupError:
+            pass
+
+    # -- helpers
+    def _restarts(self) -> int:
+        """Worker-group restarts so far: distinct pids seen for rank 0, minus one."""
+        return max(0, len(self._pids_seen.get("rank0", ())) - 1)
+
+    def _restarting(self) -> bool:
+        """No worker alive although some ran before: torchrun is restarting the group."""
+        return bool(self._pids_seen) and not self.workers()
+
+    def _failure_reason(self, code: int, restarts: int) -> str:
+        for line in reversed(self.logs(200).splitlines()):
+            if "error:" in line:
+                return line.split("error:", 1)[1].strip()
+        prefix = f"exceeded backoff limit ({restarts} restarts); " if restarts >= self.spec.backoff_limit > 0 else ""
+        return f"{prefix}torchrun exited with code {code}; see logs/workers.log"
+
+
+class LocalBackend:
+    name = "local"
+
+    def submit(self, spec: TrialSpec) -> LocalHandle:
+        return LocalHandle(spec)

@@ -1,0 +1,95 @@
+"""The main job: a Hydra sweep where one job is one trial.
+
+    python -m bench.sweep workers=2,4,6 epochs=10,30 -m     # the study's Table 1 grid
+    python -m bench.sweep experiment=table1 -m              # the same grid, from a preset
+    python -m bench.sweep workers=2 epochs=3                # one trial
+
+Before Hydra runs anything, every job of the sweep is composed and validated, so a bad value
+anywhere in the grid (workers=0, epochs=-1, workers=abc, backend=nope, dataset=nope) stops the
+command with one line and nothing written. At the end of a multirun the sweep's Table 1 is
+written to results/<sweep>/table.md and table.csv and printed.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import hydra
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from bench.results import write_table
+from bench.trial import run_trial
+from trainer.config import ConfigError, compose, fail, one_line, register_configs, validate
+
+_TOTAL_TRIALS = 1
+
+
+def expand_jobs(argv: list[str]) -> list[list[str]]:
+    """The override list of every job the command would run, as Hydra's basic sweeper expands it."""
+    overrides = [a for a in argv if not a.startswith("-")]
+    if not any(a in ("-m", "--multirun") for a in argv):
+        return [overrides]
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+        base = [o.input_line for o in parsed if not o.is_sweep_override()]
+        params = compose(base, return_hydra_config=True).hydra.sweeper.params or {}
+        grid = [f"{k}={v}" for k, v in params.items()] + overrides
+        batches = BasicSweeper.split_arguments(parser.parse_overrides(grid), None)
+    except ConfigError:
+        raise
+    except Exception as exc:  # override syntax errors
+        raise ConfigError(one_line(exc)) from exc
+    return [job for batch in batches for job in batch]
+
+
+def preflight(argv: list[str]) -> int:
+    """Compose and validate every job; returns how many trials will run."""
+    jobs = expand_jobs(argv)
+    for job in jobs:
+        try:
+            validate(compose(job))
+        except ConfigError as exc:
+            label = f" (trial {' '.join(job)})" if len(jobs) > 1 else ""
+            raise ConfigError(f"{exc}{label}") from exc
+    return len(jobs)
+
+
+class TableCallback(Callback):
+    """Writes and prints Table 1 when a multirun ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = f"{config.results_dir}/{config.sweep_name}"
+        try:
+            table = write_table(sweep_dir)
+        except FileNotFoundError as exc:
+            print(f"no table: {exc}", file=sys.stderr)
+            return
+        print(f"\nTable 1 ({sweep_dir}/table.md):\n\n{table}", flush=True)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def _trial(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    index = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else 0
+    run_trial(cfg, index, _TOTAL_TRIALS)
+
+
+def main() -> None:
+    global _TOTAL_TRIALS
+    register_configs()
+    try:
+        _TOTAL_TRIALS = preflight(sys.argv[1:])
+    except ConfigError as exc:
+        fail(str(exc))
+    _trial()
+
+
+if __name__ == "__main__":
+    main()
