@@ -12,31 +12,16 @@ cpu_cores_mean, memory_mib_mean (per worker, averaged over workers), restarts, c
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import platform
 import socket
 from pathlib import Path
 from typing import Any
 
-from bench.store import atomic_write_text, read_json
+from bench.store import read_json
 
 SCHEMA_VERSION = 1
 CURVE_TAGS = ("train/loss", "val/mrr", "val/accuracy", "val/hits@10", "time/epoch_s", "train/edges_per_s")
-TABLE_COLUMNS = (
-    ("No. of workers", "workers"),
-    ("Epochs", "epochs"),
-    ("Seed", "seed"),
-    ("Time taken (s)", "time_total_s"),
-    ("Accuracy", "val_accuracy"),
-    ("Val MRR", "val_mrr"),
-    ("Test MRR", "test_mrr"),
-    ("Startup (s)", "time_startup_s"),
-    ("CPU cores/worker", "cpu_cores_mean"),
-    ("Memory/worker (MiB)", "memory_mib_mean"),
-    ("Status", "status"),
-)
 
 
 def env_info() -> dict[str, Any]:
@@ -64,42 +49,12 @@ def load_results(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r.get("epochs", 0), r.get("workers", 0), r.get("seed", 0)))
 
 
-def _fmt(value: Any, key: str) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.1f}" if key.startswith(("time", "memory")) else f"{value:.4f}" if "mrr" in key or "accuracy" in key else f"{value:.2f}"
-    return str(value)
-
-
-def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
-    rows = []
-    for r in results:
-        row = [_fmt(r.get(key), key) for _, key in TABLE_COLUMNS]
-        if r.get("status") != "succeeded":
-            row[-1] = f"{r.get('status')}: {r.get('reason') or '?'}"
-        elif r.get("oversubscribed"):
-            row[-1] = "succeeded (oversubscribed)"
-        rows.append(row)
-    return rows
-
-
 def write_table(sweep_dir: str | os.PathLike) -> str:
-    """Write ``table.md`` and ``table.csv`` (Table 1 of the study, plus MRR) and return the md."""
-    sweep_dir = Path(sweep_dir)
-    results = load_results(sweep_dir)
-    if not results:
-        raise FileNotFoundError(f"no result.json under {sweep_dir}: run a sweep into it first")
-    headers = [h for h, _ in TABLE_COLUMNS]
-    rows = table_rows(results)
-    md = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    md += ["| " + " | ".join(row) + " |" for row in rows]
-    text = "\n".join(md) + "\n"
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow([key for _, key in TABLE_COLUMNS] + ["reason", "trial_id"])
-    for r in results:
-        writer.writerow([r.get(key) for _, key in TABLE_COLUMNS] + [r.get("reason"), r.get("trial_id")])
-    atomic_write_text(sweep_dir / "table.md", text)
-    atomic_write_text(sweep_dir / "table.csv", buf.getvalue())
-    return text
+    """Write ``table.md``, ``table.csv`` and ``table.tex`` (Table 1: repeats averaged with 95%
+    intervals, speedup and efficiency, failed trials as rows; see ``bench.report.table``) and
+    return the Markdown. Raises ``FileNotFoundError`` when the sweep has no trial."""
+    from bench.report import load_sweep, summarize, to_markdown, write_tables
+
+    table = summarize(load_sweep(sweep_dir))
+    write_tables(table, sweep_dir)
+    return to_markdown(table)

@@ -65,13 +65,20 @@ class TableCallback(Callback):
     """Writes and prints Table 1 when a multirun ends."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """The full report (tables, plots, scaling fits, report.md); Table 1 printed."""
+        from bench.report import write_report  # matplotlib and scipy only when a sweep ends
+
         sweep_dir = f"{config.results_dir}/{config.sweep_name}"
         try:
-            table = write_table(sweep_dir)
-        except FileNotFoundError as exc:
+            table = write_report(sweep_dir).table_md
+        except FileNotFoundError as exc:  # NoResultsError: no trial ran
             print(f"no table: {exc}", file=sys.stderr)
             return
+        except Exception as exc:  # a broken plot must not hide the sweep's numbers
+            print(f"report incomplete ({type(exc).__name__}: {exc}); wrote the table only", file=sys.stderr)
+            table = write_table(sweep_dir)
         print(f"\nTable 1 ({sweep_dir}/table.md):\n\n{table}", flush=True)
+        print(f"Report: {sweep_dir}/report.md (python -m bench.report {sweep_dir} rebuilds it)", flush=True)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

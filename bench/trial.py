@@ -23,7 +23,8 @@ from bench.store import atomic_write_json, atomic_write_text, config_key, read_j
 from trainer.config import resolve_plain
 
 # Keys that change how the harness runs or where it stores things, not what a trial computes.
-HARNESS_KEYS = ("sweep_name", "results_dir", "run_dir", "redo", "progress", "experiment", "backend", "data_root")
+# (data_root stays in the key: another folder may hold other data.)
+HARNESS_KEYS = ("sweep_name", "results_dir", "run_dir", "redo", "progress", "experiment", "backend")
 
 
 def trial_identity(cfg: DictConfig) -> tuple[str, str]:
@@ -177,7 +178,7 @@ def collect(cfg: DictConfig, plain: dict, spec: TrialSpec, key: str, handle: Tri
         "restarts": max(status.restarts, int(summary.get("restart_count") or 0)),
         "curves": {t: [[p.step, p.value] for p in scalars.series.get(t, [])] for t in CURVE_TAGS},
         "event_problems": scalars.problems,
-        "log_tail": None if succeeded or handle is None else handle.logs(40),
+        "log_tail": None if succeeded or handle is None else handle.logs(100),
         "submitted_at": submitted,
         "finished_at": finished,
         "trainer_overrides": spec.trainer_overrides,

@@ -10,7 +10,9 @@ they are absent). Its arguments are Hydra overrides of the project's ``conf/``.
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 
 from trainer.config import ConfigError, compose, fail, validate_trainer
 from trainer.data.dataset import DatasetError
@@ -26,12 +28,29 @@ def main(argv: list[str]) -> None:
     except ConfigError as exc:
         fail(str(exc))
     trainer = Trainer(cfg)
+    code = 0
     try:
         trainer.run()
     except (DatasetError, CheckpointError) as exc:
-        fail(str(exc), code=3)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        code = 3
+    except BaseException:
+        if trainer.world == 1:
+            raise
+        traceback.print_exc()
+        code = 1
     finally:
-        trainer.close()
+        trainer.close(clean=code == 0)
+    if trainer.world > 1:
+        # Skip the interpreter's teardown: destroying DDP's reducer there can deadlock gloo (the
+        # destructor joins gloo's worker thread while holding the GIL, and that thread may be
+        # waiting for the GIL to free the tensors of a finished collective; seen with 4 workers
+        # on 2 cores, torch 2.13). Everything is written, flushed and closed at this point.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    if code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ class TrainConf:
     batch_size: int = 512  # positive edges per worker per step
     lr: float = 0.001
     steps_per_epoch: int | None = None  # None: a full pass over the training edges
+    exclude_target_edges: bool = True  # drop a batch's positive edges from its message passing
     eval_sources: int | None = 1000  # validation sources scored each epoch (None: all)
     test_sources: int | None = None  # test sources scored at the end (None: all)
     eval_batch_nodes: int = 65_536  # nodes per chunk in layer-wise full-graph inference
@@ -78,6 +79,32 @@ class BackendConf:
     timeout_s: float = 3600.0  # a trial running longer is cancelled and recorded as failed
     cores: int | None = None  # cores the trial may use (None: all of this machine)
     master_port: int | None = None  # None: a free port is chosen per trial
+    max_parallel: int = 1  # trials run at once by hydra/launcher=bench_parallel (1: one by one)
+    # -- Kubernetes (backend=k8s, docs/gke.md); the local backend ignores these. Per worker pod.
+    namespace: str = "gnn-bench"  # where the PyTorchJobs run (k8s/ creates it)
+    context: str | None = None  # kubeconfig context (None: the current one)
+    kubeconfig: str | None = None  # None: $KUBECONFIG or ~/.kube/config; in a pod: in-cluster
+    image: str = "gnn-bench/trainer:latest"  # the trainer image (docker/trainer.Dockerfile)
+    image_pull_policy: str = "IfNotPresent"  # Always | IfNotPresent | Never
+    cpu: str = "1"  # CPU request (a quantity: 1, 500m); threads per worker = its whole cores
+    memory: str = "2Gi"  # memory request
+    cpu_limit: str | None = None  # None: the request
+    memory_limit: str | None = None  # None: the request
+    gpus: int = 0  # nvidia.com/gpu per pod
+    node_selector: dict[str, str] = field(default_factory=dict)  # e.g. a GKE node pool
+    volume_claim: str = "gnn-bench-data"  # the RWX PVC holding datasets/ and runs/ (k8s/)
+    mount_path: str = "/mnt/bench"  # where every pod mounts it
+    shm_size: str = "1Gi"  # /dev/shm (memory-backed emptyDir) for PyTorch
+    files_service: str = "gnn-bench-files"  # read-only file server on the volume (k8s/base)
+    dry_run: bool = False  # write results/<sweep>/manifests/<trial>.yaml, contact no cluster
+    keep_jobs: bool = False  # keep finished PyTorchJobs (and their pods) after collection
+    clean_pod_policy: str = "None"  # runPolicy.cleanPodPolicy: None | Running | All
+    active_deadline_s: int | None = None  # runPolicy.activeDeadlineSeconds (None: timeout_s)
+    ttl_after_finished_s: int | None = 86400  # runPolicy.ttlSecondsAfterFinished (None: never)
+    log_tail_lines: int = 200  # lines of each pod's log kept in logs/
+    api_retries: int = 5  # attempts for transient API errors (429, 5xx, connection resets)
+    api_backoff_s: float = 1.0  # first retry delay; doubles each attempt
+    request_timeout_s: float = 30.0  # per API request
 
 
 @dataclass
@@ -124,6 +151,49 @@ def validate(cfg: DictConfig) -> None:
     if cfg.backend.sample_interval_s <= 0:
         raise ConfigError("backend.sample_interval_s must be > 0 (e.g. backend.sample_interval_s=1)")
     _positive("backend.cores", cfg.backend.cores, "or leave it null", allow_none=True)
+    _positive("backend.max_parallel", cfg.backend.max_parallel, "e.g. backend.max_parallel=2")
+    if cfg.backend.name == "k8s":
+        validate_k8s(cfg.backend)
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def validate_k8s(backend: DictConfig) -> None:
+    """Checks of the Kubernetes fields, so that a typo fails before any job is submitted."""
+    from kubernetes.utils.quantity import parse_quantity
+
+    if not _DNS_LABEL.match(backend.namespace or ""):
+        raise ConfigError(f"backend.namespace={backend.namespace} is not a valid namespace name "
+                          "(lowercase letters, digits and '-')")
+    if not backend.image:
+        raise ConfigError("backend.image is empty: set the trainer image, e.g. "
+                          "backend.image=europe-west1-docker.pkg.dev/<project>/gnn-bench/trainer:0.1")
+    for key in ("cpu", "memory", "cpu_limit", "memory_limit", "shm_size"):
+        value = backend[key]
+        if value is None and key.endswith("_limit"):
+            continue
+        try:
+            ok = parse_quantity(value) > 0
+        except (ValueError, TypeError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"backend.{key}={value} is not a positive Kubernetes quantity "
+                              "(e.g. 2, 500m, 4Gi)")
+    choices = {"image_pull_policy": ("Always", "IfNotPresent", "Never"),
+               "clean_pod_policy": ("None", "Running", "All")}
+    for key, allowed in choices.items():
+        if backend[key] not in allowed:
+            raise ConfigError(f"backend.{key}={backend[key]} is invalid: use one of "
+                              + ", ".join(allowed))
+    if backend.gpus < 0:
+        raise ConfigError(f"backend.gpus={backend.gpus} must be >= 0")
+    if not str(backend.mount_path).startswith("/"):
+        raise ConfigError(f"backend.mount_path={backend.mount_path} must be an absolute path")
+    _positive("backend.api_retries", backend.api_retries, "e.g. backend.api_retries=5")
+    _positive("backend.active_deadline_s", backend.active_deadline_s, "or null", allow_none=True)
+    if backend.ttl_after_finished_s is not None and backend.ttl_after_finished_s < 0:
+        raise ConfigError("backend.ttl_after_finished_s must be >= 0 (or null)")
 
 
 def validate_trainer(dataset: DictConfig, model: DictConfig, train: DictConfig) -> None:

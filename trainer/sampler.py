@@ -43,6 +43,23 @@ class Subgraph:
         return self.cum_nodes[0]
 
 
+def drop_edges(sub: Subgraph, src: torch.Tensor, dst: torch.Tensor, num_nodes: int) -> Subgraph:
+    """Remove the sampled edges that join ``src[i]`` and ``dst[i]`` (either direction).
+
+    Used to keep a batch's supervision edges out of its own message passing: otherwise the
+    model learns "is t already a neighbour of s", which never holds for held-out edges.
+    """
+    g_src, g_dst = sub.n_id[sub.edge_index[0]], sub.n_id[sub.edge_index[1]]
+    pairs = torch.cat([src * num_nodes + dst, dst * num_nodes + src])
+    keep = ~torch.isin(g_src * num_nodes + g_dst, pairs)
+    hop_of_edge = torch.repeat_interleave(
+        torch.arange(len(sub.cum_edges) - 1), torch.tensor(sub.cum_edges).diff()
+    )
+    kept_per_hop = torch.bincount(hop_of_edge[keep], minlength=len(sub.cum_edges) - 1)
+    cum_edges = [0] + kept_per_hop.cumsum(0).tolist()
+    return Subgraph(sub.n_id, sub.edge_index[:, keep], sub.cum_nodes, cum_edges)
+
+
 def sample_hop(
     indptr: torch.Tensor,
     indices: torch.Tensor,

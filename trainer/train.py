@@ -27,7 +27,7 @@ from bench.store import atomic_write_bytes, atomic_write_json
 from trainer.data.dataset import Graph, load_graph
 from trainer.evaluate import evaluate
 from trainer.model import LinkModel
-from trainer.sampler import NeighborSampler
+from trainer.sampler import NeighborSampler, drop_edges
 
 CHECKPOINT = "checkpoints/last.pt"
 
@@ -128,6 +128,8 @@ class Trainer:
         nodes, inverse = torch.unique(torch.cat([batch.src, batch.dst, batch.neg]), return_inverse=True)
         b = batch.src.numel()
         sub = self.sampler(nodes, generator)
+        if self.train_cfg.exclude_target_edges:
+            sub = drop_edges(sub, batch.src, batch.dst, self.graph.num_nodes)
         x = self.graph.x[sub.n_id].to(self.device, non_blocking=True)
         sub.edge_index = sub.edge_index.to(self.device)
         inverse = inverse.to(self.device)
@@ -228,6 +230,7 @@ class Trainer:
         self.log(self.epochs, {k: v for k, v in test.items() if k.startswith("test/")})
         summary = self.summary(test)
         if self.rank == 0:
+            self.log_hparams(summary)
             atomic_write_json(self.run_dir / "summary.json", summary)
             print("summary " + json.dumps({k: summary[k] for k in ("val_mrr", "val_accuracy", "test_mrr")}), flush=True)
         return summary
@@ -246,6 +249,28 @@ class Trainer:
                 f"time {figures['time/epoch_s']:.2f}s edges/s {figures['train/edges_per_s']:.0f}",
                 flush=True,
             )
+
+    def log_hparams(self, summary: dict) -> None:
+        """The trial's settings and final metrics in TensorBoard's HParams format, so that
+        ``tensorboard --logdir results/<sweep>`` compares the trials side by side."""
+        hparams = {
+            "workers": self.world,
+            "epochs": self.epochs,
+            "seed": self.seed,
+            "dataset": str(self.dataset_cfg.name),
+            "model": str(self.model_cfg.name),
+            "predictor": str(self.model_cfg.predictor),
+            "batch_size": int(self.train_cfg.batch_size),
+            "lr": float(self.train_cfg.lr),
+            "fanouts": ",".join(str(f) for f in self.model_cfg.fanouts),
+        }
+        metrics = {
+            f"hparam/{k}": float(summary[k])
+            for k in ("val_mrr", "val_accuracy", "test_mrr", "test_accuracy")
+            if summary.get(k) is not None
+        }
+        metrics["hparam/train_time_s"] = float(sum(summary["epoch_times_s"]))
+        self.writer.add_hparams(hparams, metrics, run_name=".")
 
     def summary(self, test: dict[str, float]) -> dict:
         last = self.history.epochs[-1] if self.history.epochs else {}
@@ -273,11 +298,18 @@ class Trainer:
             "threads_per_worker": torch.get_num_threads(),
         }
 
-    def close(self) -> None:
+    def close(self, clean: bool = True) -> None:
+        """Release everything; ``clean=False`` after an error skips the (blocking) barrier."""
         if self.writer is not None:
             self.writer.close()
         if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+            # The barrier keeps rank 0 (which hosts the rendezvous store) alive until every
+            # rank is done. See trainer/__main__.py for why the process then exits hard.
+            try:
+                if clean:
+                    dist.barrier()
+            finally:
+                dist.destroy_process_group()
 
 
 def split_tag(split: str) -> str:

@@ -34,6 +34,7 @@ from trainer.data.synthetic import generate, write_ogb_layout
 OGB_NAME = "ogbl-citation2"
 OGB_DIR = "ogbl_citation2"  # ogb's folder name for OGB_NAME
 CACHE_VERSION = 1
+GENERATOR_VERSION = 2  # bump when trainer/data/synthetic.py changes what it generates
 SPLIT_KEYS = {
     "train": ("source_node", "target_node"),
     "valid": ("source_node", "target_node", "target_node_neg"),
@@ -80,7 +81,7 @@ def dataset_root(dataset_cfg, data_root: str | os.PathLike) -> Path:
     base = Path(os.path.expanduser(str(data_root)))
     if not dataset_cfg.synthetic:
         return base / "ogb"
-    params = {k: dataset_cfg[k] for k in GENERATOR_KEYS}
+    params = {k: dataset_cfg[k] for k in GENERATOR_KEYS} | {"version": GENERATOR_VERSION}
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
     return base / f"{dataset_cfg.name}-{digest}"
 

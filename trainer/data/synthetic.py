@@ -109,11 +109,14 @@ def generate(
 
     topic = rng.integers(0, num_topics, n)
     subtopic = topic * subtopics_per_topic + rng.integers(0, subtopics_per_topic, n)
-    topic_c = rng.normal(0, TOPIC_SCALE, (num_topics, feat_dim))
-    sub_c = rng.normal(0, SUBTOPIC_SCALE, (num_topics * subtopics_per_topic, feat_dim))
-    x = topic_c[topic] + sub_c[subtopic]
-    x += rng.normal(0, NOISE_SCALE, (n, feat_dim))
-    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)  # word2vec-like scale
+    topic_c = rng.normal(0, TOPIC_SCALE, (num_topics, feat_dim)).astype(np.float32)
+    sub_c = rng.normal(0, SUBTOPIC_SCALE, (num_topics * subtopics_per_topic, feat_dim)).astype(np.float32)
+    x = np.empty((n, feat_dim), dtype=np.float32)
+    for lo in range(0, n, 1 << 18):  # in chunks, float32: `full` stays within a few GB
+        hi = min(n, lo + (1 << 18))
+        chunk = topic_c[topic[lo:hi]] + sub_c[subtopic[lo:hi]]
+        chunk += rng.standard_normal((hi - lo, feat_dim), dtype=np.float32) * NOISE_SCALE
+        x[lo:hi] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)  # word2vec-like scale
 
     # References: Poisson(avg_degree) per paper. First "topical" ones, to older papers of the
     # same subtopic / topic / anyone; then "copied" ones: a reference of one of its topical

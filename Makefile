@@ -1,0 +1,38 @@
+# `make run`  : set up (first time) and run the main job, the study's Table 1 sweep, on this machine
+# `make test` : set up (first time) and run the test suite (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch (a wheel of it lies on this machine's disk). On a GPU machine install
+# your CUDA torch first, or run e.g. `make run TORCH=torch==2.13.0+cu126`.
+TORCH  ?= torch==2.13.0
+SWEEP  ?= workers=2,4,6 epochs=10,30 -m
+
+.PHONY: setup run test test-full lint format clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(BIN)/python -m bench.sweep $(SWEEP)
+
+test: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-full: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check bench trainer tests
+
+format: setup
+	$(BIN)/ruff format bench trainer tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache
