@@ -27,6 +27,11 @@ from trainer.config import resolve_plain
 HARNESS_KEYS = ("sweep_name", "results_dir", "run_dir", "redo", "progress", "experiment", "backend")
 
 
+# Overrides the trainer never sees (harness settings), and those the harness sets itself.
+HARNESS_ONLY = {"workers", "backend", "sweep_name", "results_dir", "redo", "progress", "hydra"}
+SET_BY_HARNESS = {"run_dir", "data_root", "epochs", "seed", "train.threads"}
+
+
 def trial_identity(cfg: DictConfig) -> tuple[str, str]:
     """(trial_id, config_key): the key hashes everything that defines the trial's numbers."""
     plain = resolve_plain(cfg)
@@ -45,29 +50,49 @@ def trainer_overrides(cfg: DictConfig, run_dir: str, threads: int) -> list[str]:
         task = list(HydraConfig.get().overrides.task)
     except ValueError:  # not inside a Hydra job (tests call run_trial directly)
         pass
-    skip = ("workers", "backend", "sweep_name", "results_dir", "redo", "progress", "hydra", "run_dir", "data_root", "epochs", "seed", "train.threads")
-    kept = [o for o in task if not o.lstrip("+~").split("=", 1)[0].split(".")[0] in skip and not o.startswith(("train.threads",))]
+    def key(override: str) -> str:
+        return override.lstrip("+~").split("=", 1)[0]
+
+    kept = [o for o in task if key(o).split(".")[0] not in HARNESS_ONLY and key(o) not in SET_BY_HARNESS]
     return [*kept, f"epochs={cfg.epochs}", f"seed={cfg.seed}", f"data_root={cfg.data_root}",
             f"run_dir={run_dir}", f"train.threads={threads}"]
 
 
 def build_spec(cfg: DictConfig, trial_dir: Path) -> TrialSpec:
-    from bench.backends.local import threads_per_worker
+    """The backend's view of a trial.
 
-    cores = cfg.backend.cores or os.cpu_count() or 1
-    threads = threads_per_worker(cfg.workers, cores)
-    run_dir = str((trial_dir / "run").resolve())
+    Locally the workers write to ``<trial_dir>/run`` and read ``data_root`` on this machine. On
+    Kubernetes they write to ``<mount_path>/runs/<sweep>/<trial>`` and read
+    ``<mount_path>/datasets`` on the shared volume, and each worker pod gets its own cores.
+    """
     trial_id, _ = trial_identity(cfg)
+    options: dict[str, Any] = dict(resolve_plain(cfg.backend))
+    if cfg.backend.name == "k8s":
+        from bench.backends.k8s.manifests import K8sOptions, pod_cores, pod_threads, volume_paths
+
+        threads = pod_threads(cfg.backend.cpu, cfg.backend.cpu_limit)
+        run_dir, data_root = volume_paths(cfg.backend.mount_path, cfg.sweep_name, trial_id)
+        options["cores"] = pod_cores(cfg.workers, K8sOptions.from_mapping(options))
+    else:
+        from bench.backends.local import threads_per_worker
+
+        cores = cfg.backend.cores or os.cpu_count() or 1
+        threads = threads_per_worker(cfg.workers, cores)
+        run_dir, data_root = str((trial_dir / "run").resolve()), str(cfg.data_root)
+    options["redo"] = bool(cfg.redo)
+    overrides = [f"data_root={data_root}" if o.startswith("data_root=") else o
+                 for o in trainer_overrides(cfg, run_dir, threads)]
     return TrialSpec(
         trial_id=trial_id,
         sweep_name=cfg.sweep_name,
         workers=cfg.workers,
         threads_per_worker=threads,
-        trainer_overrides=trainer_overrides(cfg, run_dir, threads),
+        trainer_overrides=overrides,
         trial_dir=trial_dir,
         run_dir=run_dir,
         backoff_limit=cfg.backend.backoff_limit,
         timeout_s=cfg.backend.timeout_s,
+        backend_options=options,
     )
 
 
@@ -76,7 +101,17 @@ def make_backend(name: str) -> Backend:
         from bench.backends.local import LocalBackend
 
         return LocalBackend()
-    raise ValueError(f"backend={name} is not available: use backend=local")
+    if name == "k8s":
+        from bench.backends.k8s import K8sBackend
+
+        return K8sBackend()
+    raise ValueError(f"backend={name} is not available: use backend=local or backend=k8s")
+
+
+def _sampler(handle: TrialHandle, interval_s: float) -> ResourceSampler:
+    """The handle's own sampler where it has one (Kubernetes: PodMetrics), else psutil."""
+    own = getattr(handle, "resource_sampler", None)
+    return own(interval_s) if own else ResourceSampler(handle.workers, interval_s=interval_s)
 
 
 def run_trial(cfg: DictConfig, index: int = 0, total: int = 1) -> dict[str, Any]:
@@ -101,7 +136,7 @@ def run_trial(cfg: DictConfig, index: int = 0, total: int = 1) -> dict[str, Any]
     sampler: ResourceSampler | None = None
     try:
         handle = backend.submit(spec)
-        sampler = ResourceSampler(handle.workers, interval_s=cfg.backend.sample_interval_s)
+        sampler = _sampler(handle, cfg.backend.sample_interval_s)
         sampler.start()
         status = wait(handle, spec.timeout_s, cfg.backend.poll_interval_s, progress.update)
     except KeyboardInterrupt:

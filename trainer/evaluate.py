@@ -53,7 +53,7 @@ def _gather_rows(part: torch.Tensor, total: int) -> torch.Tensor:
     if world == 1:
         return part
     sizes = [_slice(total, r, world)[1] - _slice(total, r, world)[0] for r in range(world)]
-    padded = torch.zeros((max(sizes),) + tuple(part.shape[1:]), dtype=part.dtype)
+    padded = part.new_zeros((max(sizes),) + tuple(part.shape[1:]))
     padded[: part.shape[0]] = part
     chunks = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(chunks, padded)
@@ -69,7 +69,8 @@ def embed_all(model: LinkModel, graph: Graph, chunk: int) -> torch.Tensor:
     """Embeddings of every node, layer by layer with full neighbourhoods, split across ranks."""
     rank, world = _world()
     encoder = model.encoder
-    h = graph.x
+    device = next(model.parameters()).device
+    h = graph.x.to(device)  # (the features stay memory-mapped on the CPU)
     n = graph.num_nodes
     lo, hi = _slice(n, rank, world)
     for i in range(len(encoder.convs)):
@@ -77,7 +78,7 @@ def embed_all(model: LinkModel, graph: Graph, chunk: int) -> torch.Tensor:
             encoder.layer(i, h, graph.indptr, graph.indices, s, min(s + chunk, hi))
             for s in range(lo, hi, chunk)
         ]
-        mine = torch.cat(parts) if parts else torch.empty(0, encoder.convs[i].out_channels)
+        mine = torch.cat(parts) if parts else h.new_empty(0, encoder.convs[i].out_channels)
         h = _gather_rows(mine, n)
     return h
 
@@ -101,8 +102,8 @@ def evaluate(model: LinkModel, graph: Graph, split: str, max_sources: int | None
         neg = torch.cat(
             [model.score(src[i : i + block].unsqueeze(1), h[neg_ids[i : i + block]])
              for i in range(0, src.shape[0], block)]
-        ) if src.shape[0] else torch.empty(0, neg_ids.shape[1])
+        ) if src.shape[0] else h.new_empty(0, neg_ids.shape[1])
         pos, neg = _gather_rows(pos, total), _gather_rows(neg, total)
-        return link_metrics(pos, neg)
+        return link_metrics(pos.cpu(), neg.cpu())
     finally:
         model.train(was_training)

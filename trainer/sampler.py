@@ -4,7 +4,8 @@ Why our own: PyG's NeighborLoader/LinkNeighborLoader need pyg-lib or torch-spars
 installs from PyPI on every machine (no pyg-lib wheels for this torch; torch-sparse builds from
 source for ~15 minutes). This sampler is a few tensor ops per hop and needs neither.
 
-The output keeps PyG's per-hop layout (``num_sampled_nodes_per_hop``): nodes are numbered seeds
+Edges come out sorted by target node (hop by hop), which lets the model aggregate with a
+sparse CSR matmul. The output keeps PyG's per-hop layout (``num_sampled_nodes_per_hop``): nodes are numbered seeds
 first, then the nodes first reached at hop 1, hop 2, ...; edges are grouped by hop. The model
 uses it to compute each layer only for the nodes the next layer needs (as PyG's
 ``trim_to_layer`` does), which gives the same seed outputs with far fewer FLOPs.
@@ -132,4 +133,5 @@ class NeighborSampler:
         row, col, node, _edge, nodes_per_hop, edges_per_hop = out[:6]
         cum_nodes = torch.tensor(nodes_per_hop).cumsum(0).tolist()
         cum_edges = [0] + torch.tensor(edges_per_hop).cumsum(0).tolist()
-        return Subgraph(node, torch.stack([row, col]), cum_nodes, cum_edges)
+        order = torch.argsort(col, stable=True)  # the model expects edges sorted by target
+        return Subgraph(node, torch.stack([row[order], col[order]]), cum_nodes, cum_edges)

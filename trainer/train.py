@@ -162,7 +162,7 @@ class Trainer:
             if self.writer and (step % self.train_cfg.log_every == 0):
                 self.writer.add_scalar("train/loss_step", loss, global_step)
         seconds = time.perf_counter() - started
-        totals = torch.tensor([loss_sum, float(edges)], dtype=torch.float64)
+        totals = torch.tensor([loss_sum, float(edges)], dtype=torch.float64, device=self.device)
         if self.world > 1:
             dist.all_reduce(totals)
         return {
