@@ -12,6 +12,7 @@ written to results/<sweep>/table.md and table.csv and printed.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -28,6 +29,8 @@ from bench.trial import run_trial
 from trainer.config import ConfigError, compose, fail, one_line, register_configs, validate
 
 _TOTAL_TRIALS = 1
+# The count also reaches trials run in other processes (hydra/launcher=bench_parallel).
+TOTAL_TRIALS_ENV = "GNN_BENCH_SWEEP_TRIALS"
 
 
 def expand_jobs(argv: list[str]) -> list[list[str]]:
@@ -75,17 +78,23 @@ class TableCallback(Callback):
             print(f"no table: {exc}", file=sys.stderr)
             return
         except Exception as exc:  # a broken plot must not hide the sweep's numbers
-            print(f"report incomplete ({type(exc).__name__}: {exc}); wrote the table only", file=sys.stderr)
-            table = write_table(sweep_dir)
+            print(f"report incomplete ({type(exc).__name__}: {exc}); writing the table only",
+                  file=sys.stderr)
+            try:
+                table = write_table(sweep_dir)
+            except Exception as again:  # the results stay on disk for python -m bench.report
+                print(f"no table: {type(again).__name__}: {again}", file=sys.stderr)
+                return
         print(f"\nTable 1 ({sweep_dir}/table.md):\n\n{table}", flush=True)
-        print(f"Report: {sweep_dir}/report.md (python -m bench.report {sweep_dir} rebuilds it)", flush=True)
+        print(f"Report: {sweep_dir}/report.md (python -m bench.report {sweep_dir} rebuilds it)",
+              flush=True)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _trial(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     index = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else 0
-    run_trial(cfg, index, _TOTAL_TRIALS)
+    run_trial(cfg, index, int(os.environ.get(TOTAL_TRIALS_ENV, _TOTAL_TRIALS)))
 
 
 def main() -> None:
@@ -95,7 +104,12 @@ def main() -> None:
         _TOTAL_TRIALS = preflight(sys.argv[1:])
     except ConfigError as exc:
         fail(str(exc))
-    _trial()
+    os.environ[TOTAL_TRIALS_ENV] = str(_TOTAL_TRIALS)
+    try:
+        _trial()
+    except KeyboardInterrupt:
+        fail("interrupted: the running trial was stopped and recorded as cancelled; run the "
+             "same command again to finish the sweep", code=130)
 
 
 if __name__ == "__main__":

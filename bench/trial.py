@@ -122,10 +122,12 @@ def run_trial(cfg: DictConfig, index: int = 0, total: int = 1) -> dict[str, Any]
     if previous and previous.get("status") == "succeeded" and previous.get("config_key") == key and not cfg.redo:
         print(f"[{index + 1}/{total}] {trial_id}: already succeeded, skipped (redo=true to re-run)", flush=True)
         return previous
-    if previous or cfg.redo:
+    if cfg.redo or (previous and previous.get("status") != "cancelled"):
         shutil.rmtree(trial_dir, ignore_errors=True)  # a failed or redone trial starts clean
+    # An interrupted attempt (cancelled, or no result.json at all) left run/ behind: the trainer
+    # resumes from its checkpoint.
+    (trial_dir / "result.json").unlink(missing_ok=True)
     trial_dir.mkdir(parents=True, exist_ok=True)
-    # An interrupted earlier attempt (no result.json) left run/ behind: the trainer resumes it.
     plain = resolve_plain(cfg)
     atomic_write_text(trial_dir / "config.yaml", OmegaConf.to_yaml(plain))
 

@@ -167,13 +167,37 @@ def generate(
     )
 
 
-def _write_csv_gz(path: Path, array: np.ndarray, float_format: str | None = None) -> None:
+def _write_csv_gz(path: Path, array: np.ndarray) -> None:
     with gzip.open(path, "wt", compresslevel=1) as f:
         chunk = 200_000
         for i in range(0, max(array.shape[0], 1), chunk):
-            pd.DataFrame(array[i : i + chunk]).to_csv(
-                f, header=False, index=False, float_format=float_format
-            )
+            pd.DataFrame(array[i : i + chunk]).to_csv(f, header=False, index=False)
+
+
+def _fixed6_csv(x: np.ndarray) -> bytes:
+    """Rows of ``x`` (values in [-1, 1]) as CSV text with 6 decimals, e.g. ``+0.123456,-0.5...``.
+
+    Vectorised byte arithmetic instead of per-number string formatting: pandas' ``to_csv``
+    needs ~15 minutes for the 375M features of ``full``, this takes well under one.
+    """
+    n, d = x.shape
+    v = np.rint(np.abs(x.astype(np.float64)) * 1e6).astype(np.int64)
+    out = np.empty((n, d, 10), dtype=np.uint8)
+    out[..., 0] = np.where(x < 0, ord("-"), ord("+"))
+    out[..., 1] = ord("0") + v // 1_000_000
+    out[..., 2] = ord(".")
+    for k in range(6):
+        out[..., 3 + k] = ord("0") + (v // 10 ** (5 - k)) % 10
+    out[..., 9] = ord(",")
+    out[:, -1, 9] = ord("\n")
+    return out.tobytes()
+
+
+def _write_features(path: Path, x: np.ndarray) -> None:
+    assert float(np.abs(x).max(initial=0.0)) <= 1.0, "features must be unit-normalised"
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        for lo in range(0, x.shape[0], 100_000):
+            f.write(_fixed6_csv(x[lo : lo + 100_000]))
 
 
 def write_ogb_layout(graph: SyntheticGraph, dataset_dir: Path) -> None:
@@ -191,7 +215,7 @@ def write_ogb_layout(graph: SyntheticGraph, dataset_dir: Path) -> None:
 
     src, dst = graph.train
     _write_csv_gz(tmp / "raw" / "edge.csv.gz", np.stack([src, dst], axis=1))
-    _write_csv_gz(tmp / "raw" / "node-feat.csv.gz", graph.x, float_format="%.6f")
+    _write_features(tmp / "raw" / "node-feat.csv.gz", graph.x)
     _write_csv_gz(tmp / "raw" / "node_year.csv.gz", graph.year[:, None])
     _write_csv_gz(tmp / "raw" / "num-node-list.csv.gz", np.array([[graph.x.shape[0]]]))
     _write_csv_gz(tmp / "raw" / "num-edge-list.csv.gz", np.array([[src.shape[0]]]))
