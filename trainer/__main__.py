@@ -15,8 +15,6 @@ import sys
 import traceback
 
 from trainer.config import ConfigError, compose, fail, validate_trainer
-from trainer.data.dataset import DatasetError
-from trainer.train import CheckpointError, Trainer
 
 
 def main(argv: list[str]) -> None:
@@ -27,6 +25,10 @@ def main(argv: list[str]) -> None:
             raise ConfigError(f"epochs={cfg.epochs} is invalid: it must be >= 1 (e.g. epochs=10)")
     except ConfigError as exc:
         fail(str(exc))
+    # Imported after validation: a bad value is reported without loading torch and PyG.
+    from trainer.data.dataset import DatasetError
+    from trainer.train import CheckpointError, Trainer
+
     trainer = Trainer(cfg)
     code = 0
     try:

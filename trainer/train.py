@@ -85,6 +85,7 @@ class Trainer:
         self.device = torch.device("cpu")
         self.graph: Graph | None = None
         self.writer: SummaryWriter | None = None
+        self.step_writer: SummaryWriter | None = None
         self.start_epoch = 1
         self.history = History()
         self.first_step_time: float | None = None
@@ -121,7 +122,12 @@ class Trainer:
         self.load_checkpoint()
         if self.rank == 0:
             # purge_step drops events a previous attempt logged past the checkpoint we resume.
+            # Epoch scalars and step scalars count different things, so each has its writer.
             self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.start_epoch)
+            self.step_writer = SummaryWriter(
+                str(self.run_dir / "tb" / "steps"),
+                purge_step=(self.start_epoch - 1) * self.steps_per_epoch(),
+            )
 
     def train_step(self, batch: Batch, generator: torch.Generator | None = None) -> float:
         """One optimiser step on ``batch``; returns its loss (mean over its edges)."""
@@ -141,6 +147,13 @@ class Trainer:
         self.optimizer.step()
         return loss.item()
 
+    def steps_per_epoch(self) -> int:
+        """Steps every rank takes per epoch (what ``epoch_batches`` deals out)."""
+        shard = self.graph.num_train_edges // self.world
+        steps = -(-shard // self.train_cfg.batch_size)
+        cap = self.train_cfg.steps_per_epoch
+        return steps if cap is None else min(steps, cap)
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         train = self.graph.split["train"]
         src_all, dst_all = train["source_node"], train["target_node"]
@@ -159,8 +172,8 @@ class Trainer:
             loss_sum += loss * ids.numel()
             edges += ids.numel()
             global_step = (epoch - 1) * len(batches) + step
-            if self.writer and (step % self.train_cfg.log_every == 0):
-                self.writer.add_scalar("train/loss_step", loss, global_step)
+            if self.step_writer and (step % self.train_cfg.log_every == 0):
+                self.step_writer.add_scalar("train/loss_step", loss, global_step)
         seconds = time.perf_counter() - started
         totals = torch.tensor([loss_sum, float(edges)], dtype=torch.float64, device=self.device)
         if self.world > 1:
@@ -203,14 +216,15 @@ class Trainer:
             state = torch.load(path, map_location=self.device, weights_only=True)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            rng, epoch, history = state["rng"], int(state["epoch"]), list(state["history"])
         except Exception as exc:  # torch raises several types for a damaged file
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             raise CheckpointError(
-                f"checkpoint {path} cannot be loaded ({str(exc).splitlines()[0][:160]}): delete it "
-                "to train from scratch"
+                f"checkpoint {path} cannot be loaded ({detail}): delete it to train from scratch"
             ) from exc
-        torch.set_rng_state(state["rng"].cpu())
-        self.start_epoch = int(state["epoch"]) + 1
-        self.history.epochs = list(state["history"])
+        torch.set_rng_state(rng.cpu())
+        self.start_epoch = epoch + 1
+        self.history.epochs = history
         if self.rank == 0:
             print(f"resuming from {path} at epoch {self.start_epoch}", flush=True)
 
@@ -300,8 +314,9 @@ class Trainer:
 
     def close(self, clean: bool = True) -> None:
         """Release everything; ``clean=False`` after an error skips the (blocking) barrier."""
-        if self.writer is not None:
-            self.writer.close()
+        for writer in (self.writer, self.step_writer):
+            if writer is not None:
+                writer.close()
         if dist.is_available() and dist.is_initialized():
             # The barrier keeps rank 0 (which hosts the rendezvous store) alive until every
             # rank is done. See trainer/__main__.py for why the process then exits hard.

@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -155,7 +156,8 @@ def _load_with_ogb(root: Path) -> tuple[dict, dict]:
             dataset = LinkPropPredDataset(name=OGB_NAME, root=str(root))
             split = dataset.get_edge_split()
         return dataset[0], split
-    except (OSError, ValueError, RuntimeError, EOFError, KeyError, IndexError) as exc:
+    except (OSError, ValueError, RuntimeError, EOFError, KeyError, IndexError,
+            pickle.UnpicklingError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatasetError(
             f"the dataset in {root / OGB_DIR} is unreadable ({first[:200]}): delete that folder "
@@ -164,6 +166,10 @@ def _load_with_ogb(root: Path) -> tuple[dict, dict]:
 
 
 def _build_cache(root: Path) -> None:
+    # ogb saves its processed graph with pickle protocol 4, which torch's weights_only loader
+    # cannot read back ("Unsupported operand 149"). The cache replaces it, so let ogb process
+    # the raw files again whenever the cache has to be (re)built.
+    (root / OGB_DIR / "processed" / "data_processed").unlink(missing_ok=True)
     graph, split = _load_with_ogb(root)
     num_nodes = int(graph["num_nodes"])
     edge_index = np.asarray(graph["edge_index"], dtype=np.int64)
@@ -212,7 +218,7 @@ def _open_cache(root: Path) -> Graph:
             if list(array.shape) != shape:
                 raise ValueError(f"{name}.npy has shape {list(array.shape)}, expected {shape}")
             arrays[name] = array
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError) as exc:
         raise DatasetError(
             f"the dataset cache {cache} is corrupt ({exc}): delete that folder and run again "
             "to rebuild it"
