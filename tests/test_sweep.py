@@ -152,3 +152,39 @@ def test_threads_rule_never_oversubscribes_unless_workers_exceed_cores():
     for workers, cores, expected in cases:
         assert threads_per_worker(workers, cores) == expected
         assert workers * threads_per_worker(workers, cores) <= max(cores, workers)
+
+
+def test_a_killed_worker_is_restarted_and_training_resumes(tmp_path, tiny_root):
+    """restartPolicy OnFailure, locally: torchrun restarts the group, the trainer resumes."""
+    import signal
+    import time
+
+    import psutil
+
+    args = ["dataset=tiny", "workers=2", "epochs=6", "sweep_name=k", "results_dir=res"]
+    env = {**os.environ, "GNN_BENCH_DATA": str(tiny_root)}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.sweep", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        checkpoint = None
+        while checkpoint is None and time.monotonic() < deadline:
+            checkpoint = next((tmp_path / "res" / "k").glob("*/run/checkpoints/last.pt"), None)
+            time.sleep(0.2)
+        assert checkpoint is not None, "no checkpoint appeared"
+        victim = next(
+            p for p in psutil.Process(proc.pid).children(recursive=True)
+            if p.environ().get("RANK") == "1" and "trainer" in " ".join(p.cmdline())
+        )
+        victim.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    (result,) = load_results(tmp_path / "res" / "k")
+    assert result["status"] == "succeeded", result["reason"]
+    assert result["restarts"] >= 1
+    assert [s for s, _ in result["curves"]["val/mrr"]] == [1, 2, 3, 4, 5, 6]
+    log = (tmp_path / "res" / "k" / result["trial_id"] / "logs" / "workers.log").read_text()
+    assert "resuming from" in log

@@ -102,9 +102,26 @@ class Trainer:
             torch.cuda.set_device(self.device)
         if self.world > 1:
             backend = "nccl" if self.device.type == "cuda" else "gloo"
+            timeout = timedelta(seconds=int(self.train_cfg.dist_timeout_s))
             dist.init_process_group(
-                backend, timeout=timedelta(seconds=int(self.train_cfg.dist_timeout_s))
+                backend, store=self._store(timeout), rank=self.rank, world_size=self.world,
+                timeout=timeout,
             )
+
+    def _store(self, timeout: timedelta) -> dist.Store:
+        """The rendezvous store, with keys private to this attempt of the job.
+
+        After torchrun restarts the worker group, the new workers reach the same agent store as
+        the old ones; without a per-attempt prefix gloo reads the old workers' addresses and
+        fails with "connectFullMesh ... Connection refused" (seen with torch 2.13).
+        """
+        agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        store = dist.TCPStore(
+            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), self.world,
+            is_master=self.rank == 0 and not agent_store, timeout=timeout,
+        )
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        return dist.PrefixStore(f"gnn-bench/attempt-{attempt}", store)
 
     def setup(self) -> None:
         threads = self.train_cfg.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
