@@ -29,10 +29,10 @@ test-full: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check bench trainer tests
+	$(BIN)/ruff check bench trainer tests hydra_plugins
 
 format: setup
-	$(BIN)/ruff format bench trainer tests
+	$(BIN)/ruff format bench trainer tests hydra_plugins
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -76,8 +76,8 @@ def build_spec(cfg: DictConfig, trial_dir: Path) -> TrialSpec:
     else:
         from bench.backends.local import threads_per_worker
 
-        cores = cfg.backend.cores or os.cpu_count() or 1
-        threads = threads_per_worker(cfg.workers, cores)
+        options["cores"] = cfg.backend.cores or os.cpu_count() or 1
+        threads = threads_per_worker(cfg.workers, options["cores"])
         run_dir, data_root = str((trial_dir / "run").resolve()), str(cfg.data_root)
     options["redo"] = bool(cfg.redo)
     overrides = [f"data_root={data_root}" if o.startswith("data_root=") else o
@@ -179,7 +179,7 @@ def collect(cfg: DictConfig, plain: dict, spec: TrialSpec, key: str, handle: Tri
     first_step = scalars.first_wall_time("train/loss_step")
     submitted = status.submitted_at or 0.0
     finished = status.finished_at or time.time()
-    cores = cfg.backend.cores or os.cpu_count() or 1
+    cores = spec.backend_options["cores"]  # local: this machine's; k8s: workers x CPU per pod
     cpu = {w: {"mean": u["cpu_mean"], "peak": u["cpu_peak"]} for w, u in usage.items()}
     mem = {w: {"mean": u["mem_mean_mib"], "peak": u["mem_peak_mib"]} for w, u in usage.items()}
     result = {

@@ -167,8 +167,8 @@ def validate_k8s(backend: DictConfig) -> None:
         raise ConfigError(f"backend.namespace={backend.namespace} is not a valid namespace name "
                           "(lowercase letters, digits and '-')")
     if not backend.image:
-        raise ConfigError("backend.image is empty: set the trainer image, e.g. "
-                          "backend.image=europe-west1-docker.pkg.dev/<project>/gnn-bench/trainer:0.1")
+        raise ConfigError("backend.image is empty: set the trainer image, e.g. backend.image="
+                          "europe-west1-docker.pkg.dev/<project>/gnn-bench/trainer:0.1")
     for key in ("cpu", "memory", "cpu_limit", "memory_limit", "shm_size"):
         value = backend[key]
         if value is None and key.endswith("_limit"):

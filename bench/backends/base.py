@@ -73,6 +73,10 @@ class TrialHandle(Protocol):
     def cancel(self, reason: str) -> None:
         """Stop the trial; its state becomes CANCELLED with ``reason``."""
 
+    # Optional: ``resource_sampler(interval_s)`` returning an object with the ResourceSampler
+    # interface (start, stop, summary, write_csv) for backends that measure elsewhere
+    # (Kubernetes: PodMetrics). Without it the harness samples ``workers()`` with psutil.
+
 
 class Backend(Protocol):
     name: str

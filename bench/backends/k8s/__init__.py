@@ -1,0 +1,21 @@
+"""Kubernetes backend: each trial is a Kubeflow ``kubeflow.org/v1`` PyTorchJob.
+
+Split by responsibility:
+
+* :mod:`.manifests` pure builders (trial spec -> PyTorchJob dict, names, labels, paths);
+* :mod:`.errors` one-line errors that name the fix, retries with backoff;
+* :mod:`.client` the API calls (official ``kubernetes`` client), one per RBAC verb;
+* :mod:`.follow` reading job conditions and pods (pure);
+* :mod:`.handle` the :class:`~bench.backends.base.TrialHandle` and the backend;
+* :mod:`.metrics` CPU and memory from ``metrics.k8s.io``;
+* :mod:`.fetch` event files from the shared volume through the API server's service proxy.
+
+The cluster side (operator, RBAC, NFS volume, file server, TensorBoard) is ``k8s/``; the
+step-by-step guide is ``docs/gke.md``.
+"""
+
+from __future__ import annotations
+
+from bench.backends.k8s.handle import DryRunHandle, K8sBackend, K8sHandle
+
+__all__ = ["DryRunHandle", "K8sBackend", "K8sHandle"]

@@ -1,0 +1,121 @@
+"""Reading a PyTorchJob's state: conditions, replica pods, timestamps (pure functions).
+
+The training operator reports a job through ``status.conditions`` (``Created``, ``Running``,
+``Restarting``, ``Succeeded``, ``Failed``; ``Suspended`` when suspended) and its pods through
+their phases and container statuses. These functions turn the API's dicts into the harness's
+:class:`~bench.backends.base.JobState` and small dataclasses; the handle does the calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bench.backends.base import JobState
+from bench.backends.k8s.manifests import CONTAINER, worker_of_pod
+
+_ACTIVE = {
+    "Restarting": JobState.RESTARTING,
+    "Running": JobState.RUNNING,
+    "Created": JobState.PENDING,
+    "Suspended": JobState.PENDING,
+}
+_PRIORITY = ("Restarting", "Running", "Suspended", "Created")  # among equal transition times
+
+
+def parse_time(text: str | None) -> float | None:
+    """Unix seconds of an RFC 3339 timestamp as the API writes them (``2026-11-28T12:00:05Z``)."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def true_conditions(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The job's conditions whose status is True, by type."""
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return {c.get("type"): c for c in conditions if str(c.get("status")) == "True"}
+
+
+def job_state(job: dict[str, Any]) -> tuple[JobState, str | None]:
+    """The harness's state of a job and, for a failed one, the operator's reason."""
+    conditions = true_conditions(job)
+    if "Succeeded" in conditions:
+        return JobState.SUCCEEDED, None
+    if "Failed" in conditions:
+        failed = conditions["Failed"]
+        text = " ".join(x for x in (failed.get("reason"), failed.get("message")) if x)
+        return JobState.FAILED, text or "the PyTorchJob failed"
+    active = [t for t in _PRIORITY if t in conditions]
+    if not active:
+        return JobState.PENDING, None
+    latest = max(
+        active,
+        key=lambda t: (
+            parse_time(conditions[t].get("lastTransitionTime")) or 0,
+            -_PRIORITY.index(t),
+        ),
+    )
+    return _ACTIVE[latest], None
+
+
+def condition_time(job: dict[str, Any], kind: str) -> float | None:
+    """When the condition ``kind`` last became True (unix seconds), if it is True."""
+    condition = true_conditions(job).get(kind)
+    return parse_time(condition.get("lastTransitionTime")) if condition else None
+
+
+def expected_replicas(job: dict[str, Any]) -> int:
+    """Pods the job asks for (Master + Workers)."""
+    specs = (job.get("spec") or {}).get("pytorchReplicaSpecs") or {}
+    return sum(int(s.get("replicas", 1)) for s in specs.values())
+
+
+@dataclass
+class PodInfo:
+    """What the harness keeps of one replica pod."""
+
+    name: str
+    worker: str | None  # rank<n>
+    phase: str
+    restarts: int
+    running_since: float | None  # the training container's current start
+    exit_code: int | None  # of the last termination, if any
+    reason: str | None  # of the last termination, if any
+
+
+def pod_info(pod: dict[str, Any], job: str) -> PodInfo:
+    status = pod.get("status") or {}
+    container = next(
+        (c for c in status.get("containerStatuses") or [] if c.get("name") == CONTAINER), {}
+    )
+    state = container.get("state") or {}
+    terminated = (
+        state.get("terminated") or (container.get("lastState") or {}).get("terminated") or {}
+    )
+    name = (pod.get("metadata") or {}).get("name", "")
+    return PodInfo(
+        name=name,
+        worker=worker_of_pod(name, job),
+        phase=status.get("phase") or "Unknown",
+        restarts=int(container.get("restartCount") or 0),
+        running_since=parse_time((state.get("running") or {}).get("startedAt")),
+        exit_code=terminated.get("exitCode"),
+        reason=terminated.get("reason"),
+    )
+
+
+def all_running_at(pods: list[PodInfo], expected: int) -> float | None:
+    """When the last of the ``expected`` pods started running, if all of them are running now."""
+    running = [p.running_since for p in pods if p.phase == "Running" and p.running_since]
+    if expected < 1 or len(running) < expected:
+        return None
+    return max(running)
+
+
+def restarts(pods: list[PodInfo]) -> int:
+    """Restarts of the job: the most any replica was restarted (a group restart counts once)."""
+    return max((p.restarts for p in pods), default=0)

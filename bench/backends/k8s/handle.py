@@ -1,0 +1,343 @@
+"""Submit and follow one trial as a PyTorchJob: the Kubernetes :class:`TrialHandle`.
+
+``submit`` creates the job, or follows the job of the same name when a re-run of the sweep
+finds one (same spec, not failed); ``poll`` reads its conditions and pods; ``fetch_events``
+saves the pods' log tails, copies the event files from the shared volume, writes ``k8s.json``
+(job name, timestamps, per-pod restarts, problems) and deletes the job unless
+``backend.keep_jobs``. ``resource_sampler`` samples PodMetrics instead of local processes.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.backends.base import JobState, JobStatus, TrialSpec
+from bench.backends.k8s import fetch, follow
+from bench.backends.k8s.client import KubeClient
+from bench.backends.k8s.errors import Conflict, K8sError, is_transient
+from bench.backends.k8s.manifests import SPEC_HASH_ANNOTATION, K8sOptions, pytorchjob, to_yaml
+from bench.backends.k8s.metrics import PodMetricsSampler
+from bench.events import read_scalars
+from bench.store import atomic_write_json, atomic_write_text
+
+# How long the API may stay unreachable while a job runs before the trial is given up.
+LOST_CONTACT_S = 300.0
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+class K8sHandle:
+    """One PyTorchJob, created or re-found by name."""
+
+    def __init__(
+        self, spec: TrialSpec, opts: K8sOptions, client: KubeClient, manifest: dict[str, Any]
+    ):
+        self.spec, self.opts, self.client, self.manifest = spec, opts, client, manifest
+        self.name: str = manifest["metadata"]["name"]
+        self.reattached = False
+        self.submitted_at: float | None = None
+        self.finished_at: float | None = None
+        self.timestamps: dict[str, float | None] = {
+            "submitted": None,
+            "created": None,
+            "all_running": None,
+            "first_step": None,
+            "first_epoch": None,
+            "finished": None,
+        }
+        self.problems: list[str] = []
+        self.pods: list[follow.PodInfo] = []
+        self._last = JobStatus(JobState.PENDING)
+        self._cancel_reason: str | None = None
+        self._failing_since: float | None = None
+        self._deleted = False
+        self._log_tails: dict[str, str] | None = None  # kept once the pods may be gone
+        self._sampler: PodMetricsSampler | None = None
+
+    # -- submission
+    def start(self) -> None:
+        """Create the job, or follow the existing one of the same name."""
+        existing = self.client.get_job(self.name)
+        if existing is not None:
+            why_not = self._why_not_follow(existing)
+            if why_not is None:
+                return self._attach(existing)
+            _say(
+                f"{self.spec.trial_id}: replacing PyTorchJob {self.opts.namespace}/{self.name}: "
+                f"{why_not}"
+            )
+            self.client.delete_job(self.name)
+            self.client.wait_deleted(self.name)
+        self.submitted_at = time.time()
+        try:
+            created = self.client.create_job(self.manifest)
+        except Conflict:  # created meanwhile (e.g. a create retried after a lost answer)
+            found = self.client.get_job(self.name)
+            if found is None:
+                raise
+            return self._attach(found, submitted_here=True)
+        self.timestamps["submitted"] = self.submitted_at
+        self.timestamps["created"] = follow.parse_time(created["metadata"].get("creationTimestamp"))
+
+    def _why_not_follow(self, job: dict[str, Any]) -> str | None:
+        """Why an existing job of this name must be replaced rather than followed (None: follow)."""
+        metadata = job.get("metadata") or {}
+        if metadata.get("deletionTimestamp"):
+            return "it is being deleted"
+        if self.spec.backend_options.get("redo"):
+            return "redo=true"
+        theirs = (metadata.get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
+        ours = self.manifest["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
+        if theirs != ours:
+            return "its spec differs from this trial's (image, resources or command changed)"
+        if follow.job_state(job)[0] is JobState.FAILED:
+            return "it failed before, and a failed trial runs again from scratch"
+        return None
+
+    def _attach(self, job: dict[str, Any], submitted_here: bool = False) -> None:
+        created = follow.parse_time((job.get("metadata") or {}).get("creationTimestamp"))
+        self.reattached = not submitted_here
+        self.submitted_at = self.submitted_at if submitted_here else (created or time.time())
+        self.timestamps.update(submitted=self.submitted_at, created=created)
+        state, _ = follow.job_state(job)
+        if state.finished:  # it finished while nobody watched: its own clock says when
+            self.finished_at = follow.condition_time(job, "Succeeded") or follow.condition_time(
+                job, "Failed"
+            )
+        if not submitted_here:
+            _say(
+                f"{self.spec.trial_id}: following the existing PyTorchJob "
+                f"{self.opts.namespace}/{self.name} ({state.value}) instead of submitting it again"
+            )
+
+    # -- TrialHandle
+    def poll(self) -> JobStatus:
+        if self._cancel_reason is not None:
+            return JobStatus(
+                JobState.CANCELLED,
+                self._last.restarts,
+                self._cancel_reason,
+                self.submitted_at,
+                self.finished_at,
+            )
+        if self._last.state.finished:
+            return self._last
+        try:
+            job = self.client.get_job(self.name)
+            pods = [follow.pod_info(p, self.name) for p in self.client.list_pods(self.name)]
+        except K8sError as exc:
+            return self._on_poll_error(exc)
+        self._failing_since = None
+        if job is None:
+            return self._finish(JobState.FAILED, "the PyTorchJob was deleted outside the harness")
+        self.pods = pods or self.pods
+        if self.timestamps["all_running"] is None:
+            self.timestamps["all_running"] = follow.all_running_at(
+                pods, follow.expected_replicas(job)
+            )
+        state, reason = follow.job_state(job)
+        self._last = JobStatus(state, follow.restarts(self.pods), None, self.submitted_at)
+        if state.finished:
+            if state is JobState.FAILED:
+                reason = self._failure_reason(reason)
+            return self._finish(
+                state,
+                reason,
+                follow.condition_time(job, "Succeeded") or follow.condition_time(job, "Failed"),
+            )
+        return self._last
+
+    def _on_poll_error(self, exc: K8sError) -> JobStatus:
+        """A transient API failure keeps the last state for a while; others end the trial."""
+        if not is_transient(exc.__cause__ or exc):
+            return self._finish(JobState.FAILED, str(exc))
+        now = time.monotonic()
+        self._failing_since = self._failing_since or now
+        if now - self._failing_since > LOST_CONTACT_S:
+            return self._finish(JobState.FAILED, f"lost contact with the cluster: {exc}")
+        return self._last
+
+    def _finish(
+        self, state: JobState, reason: str | None, cluster_time: float | None = None
+    ) -> JobStatus:
+        if self.finished_at is None:  # seen finishing now; an already-finished job keeps its own
+            self.finished_at = time.time()
+        self.timestamps["finished"] = cluster_time or self.finished_at
+        self._last = JobStatus(
+            state, self._last.restarts, reason, self.submitted_at, self.finished_at
+        )
+        return self._last
+
+    def workers(self) -> dict[str, int]:
+        return {}  # the workers are pods: see resource_sampler
+
+    def resource_sampler(self, interval_s: float) -> PodMetricsSampler:
+        """The sampler of this trial's CPU and memory (PodMetrics of its pods)."""
+        self._sampler = PodMetricsSampler(self.client, self.name, interval_s)
+        return self._sampler
+
+    def fetch_events(self, dest: Path) -> None:
+        """Logs, event files and summary.json into ``dest``; then delete the job (unless kept)."""
+        self._save_logs(dest / "logs")
+        run_dir = fetch.volume_path(self.spec.run_dir, self.opts.mount_path)
+        try:
+            if not fetch.fetch_tree(self.client, f"{run_dir}/tb", dest / "events"):
+                self.problems.append(f"no event files at {self.spec.run_dir}/tb on the volume")
+            fetch.fetch_file(self.client, f"{run_dir}/summary.json", dest / "summary.json")
+        except (K8sError, ValueError) as exc:
+            self.problems.append(f"could not fetch the event files: {exc}")
+            print(
+                f"warning: {self.spec.trial_id}: could not fetch the event files: {exc}",
+                file=sys.stderr,
+                flush=True,
+            )
+        scalars = read_scalars(dest / "events")
+        self.timestamps["first_step"] = scalars.first_wall_time("train/loss_step")
+        self.timestamps["first_epoch"] = scalars.first_wall_time("time/epoch_s")
+        self._write_record(dest / "k8s.json")
+        if not self.opts.keep_jobs:
+            self._delete()
+
+    def logs(self, tail_lines: int = 50) -> str:
+        tails = self._log_tails if self._log_tails is not None else self._read_logs(tail_lines)
+        per_pod = max(1, tail_lines // max(1, len(tails)))
+        return "\n".join(
+            f"[{pod}] {line}"
+            for pod, text in tails.items()
+            for line in text.splitlines()[-per_pod:]
+        )
+
+    def cancel(self, reason: str) -> None:
+        if self._last.state.finished or self._cancel_reason is not None:
+            return
+        self._cancel_reason = reason
+        self._log_tails = self._read_logs(self.opts.log_tail_lines)
+        self._delete()
+        self.finished_at = time.time()
+
+    # -- helpers
+    def _delete(self) -> None:
+        if self._deleted:
+            return
+        try:
+            self.client.delete_job(self.name)
+            self._deleted = True
+        except K8sError as exc:
+            self.problems.append(f"could not delete the PyTorchJob: {exc}")
+            print(
+                f"warning: {self.spec.trial_id}: could not delete PyTorchJob {self.name}: {exc}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _read_logs(self, tail_lines: int) -> dict[str, str]:
+        """Each replica pod's log tail (and its previous container's, after a restart)."""
+        tails: dict[str, str] = {}
+        try:
+            pods = [follow.pod_info(p, self.name) for p in self.client.list_pods(self.name)]
+            for pod in sorted(pods, key=lambda p: int((p.worker or "rank0")[4:])):
+                if pod.restarts:
+                    tails[f"{pod.name}.previous"] = self.client.pod_log(pod.name, tail_lines, True)
+                tails[pod.name] = self.client.pod_log(pod.name, tail_lines)
+        except K8sError as exc:
+            self.problems.append(f"could not read the pods' logs: {exc}")
+        return tails
+
+    def _save_logs(self, logs_dir: Path) -> None:
+        if self._log_tails is None:
+            self._log_tails = self._read_logs(self.opts.log_tail_lines)
+        for pod, text in self._log_tails.items():
+            atomic_write_text(logs_dir / f"{pod}.log", text)
+        atomic_write_text(
+            logs_dir / "workers.log",
+            self.logs(self.opts.log_tail_lines * max(1, len(self._log_tails))) + "\n",
+        )
+
+    def _failure_reason(self, operator_reason: str | None) -> str:
+        """The trainer's own ``error:`` line when a pod printed one, else the operator's reason."""
+        tails = self._read_logs(200)
+        self._log_tails = tails
+        for text in tails.values():
+            for line in reversed(text.splitlines()):
+                if "error:" in line:
+                    return line.split("error:", 1)[1].strip()
+        return operator_reason or "the PyTorchJob failed"
+
+    def _write_record(self, path: Path) -> None:
+        """k8s.json: where the trial ran and what the cluster said about it."""
+        atomic_write_json(
+            path,
+            {
+                "job": self.name,
+                "namespace": self.opts.namespace,
+                "api_server": self.client.host,
+                "image": self.opts.image,
+                "reattached": self.reattached,
+                "timestamps": self.timestamps,
+                "pods": {
+                    p.name: {
+                        "worker": p.worker,
+                        "phase": p.phase,
+                        "restarts": p.restarts,
+                        "exit_code": p.exit_code,
+                        "reason": p.reason,
+                    }
+                    for p in self.pods
+                },
+                "metrics_window_s": self._sampler.window_s if self._sampler else None,
+                "problems": self.problems
+                + ([self._sampler.problem] if self._sampler and self._sampler.problem else []),
+            },
+        )
+
+
+class DryRunHandle:
+    """``backend.dry_run=true``: the manifest is written for review or GitOps, nothing runs."""
+
+    def __init__(self, spec: TrialSpec, manifest: dict[str, Any]):
+        self.spec = spec
+        self.path = spec.trial_dir.parent / "manifests" / f"{spec.trial_id}.yaml"
+        atomic_write_text(self.path, to_yaml(manifest))
+        self.submitted_at = time.time()
+        _say(f"{spec.trial_id}: dry run, wrote {self.path}")
+
+    def poll(self) -> JobStatus:
+        return JobStatus(
+            JobState.CANCELLED,
+            0,
+            f"dry run (backend.dry_run=true): wrote {self.path}; no cluster contacted",
+            self.submitted_at,
+            self.submitted_at,
+        )
+
+    def workers(self) -> dict[str, int]:
+        return {}
+
+    def fetch_events(self, dest: Path) -> None:
+        pass
+
+    def logs(self, tail_lines: int = 50) -> str:
+        return ""
+
+    def cancel(self, reason: str) -> None:
+        pass
+
+
+class K8sBackend:
+    """Trials as Kubeflow PyTorchJobs; ``spec.backend_options`` is the resolved ``cfg.backend``."""
+
+    name = "k8s"
+
+    def submit(self, spec: TrialSpec) -> K8sHandle | DryRunHandle:
+        opts = K8sOptions.from_mapping(spec.backend_options)
+        manifest = pytorchjob(spec, opts)
+        if opts.dry_run:
+            return DryRunHandle(spec, manifest)
+        handle = K8sHandle(spec, opts, KubeClient(opts), manifest)
+        handle.start()
+        return handle

@@ -1,0 +1,108 @@
+"""CPU and memory per worker from ``metrics.k8s.io`` PodMetrics.
+
+The same series as the local backend's psutil sampler (``bench.resources``): one
+:class:`~bench.resources.ResourceSample` per worker (``rank<n>``) and tick, so ``summary()``,
+``resources.csv`` and ``result.json`` have the same shape on both backends. Differences that
+come from the API, not from us:
+
+* ``cpu_cores`` is metrics-server's average over its ``window`` (usually 10-30 s), so samples
+  are taken no faster than that window, and a window already seen is not counted twice. The
+  first sample of a worker has a value (psutil's has none).
+* ``rss_mib`` holds the container's working set (what the kubelet uses for evictions), the
+  closest the API has to RSS.
+
+Without metrics-server the sampler reports that once and records nothing; the trial goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
+
+from bench.backends.k8s.client import KubeClient
+from bench.backends.k8s.errors import K8sError, MetricsUnavailable
+from bench.backends.k8s.manifests import worker_of_pod
+from bench.resources import ResourceSample, ResourceSampler
+
+logger = logging.getLogger(__name__)
+
+_MIB = 2**20
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str | None) -> float | None:
+    """Seconds of a Go duration as the API writes ``window`` (``30s``, ``1m0s``, ``10.5s``)."""
+    if not text:
+        return None
+    parts = _DURATION_PART.findall(str(text))
+    if not parts or "".join(n + u for n, u in parts) != str(text).lstrip("+"):
+        return None
+    return sum(float(number) * _UNIT_S[unit] for number, unit in parts)
+
+
+def usage(item: dict[str, Any]) -> tuple[float, float]:
+    """(CPU cores, memory MiB) of one PodMetrics, summed over its containers."""
+    containers = item.get("containers") or []
+    cpu = sum(parse_quantity((c.get("usage") or {}).get("cpu", "0")) for c in containers)
+    memory = sum(parse_quantity((c.get("usage") or {}).get("memory", "0")) for c in containers)
+    return float(cpu), float(memory) / _MIB
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+class PodMetricsSampler(ResourceSampler):
+    """Samples the PodMetrics of one PyTorchJob's pods in a background thread."""
+
+    def __init__(
+        self, client: KubeClient, job: str, interval_s: float, warn: Callable[[str], None] = _warn
+    ):
+        super().__init__(dict, interval_s=interval_s)  # no pids to discover: pods are remote
+        self._client, self._job, self._warn = client, job, warn
+        self._requested_s = interval_s
+        self._window_seen: dict[str, str] = {}  # worker -> timestamp of its last sample
+        self.window_s: float | None = None
+        self.problem: str | None = None
+
+    def _sample_once(self) -> None:
+        if self.problem is not None:
+            return
+        try:
+            items = self._client.pod_metrics(self._job)
+        except MetricsUnavailable as exc:
+            self.problem = str(exc)
+            self._warn(f"{self._job}: {exc}")
+            return
+        except K8sError as exc:  # a passing API problem: skip this tick
+            logger.warning("PodMetrics of %s: %s", self._job, exc)
+            return
+        now = time.monotonic()
+        samples = []
+        for item in items:
+            worker = worker_of_pod((item.get("metadata") or {}).get("name", ""), self._job)
+            if worker is None:
+                continue
+            window = parse_duration(item.get("window"))
+            if window:
+                self.window_s = window
+                self._interval_s = max(self._requested_s, window)  # no faster than the API
+            stamp = str(item.get("timestamp"))
+            if self._window_seen.get(worker) == stamp:
+                continue  # the same window again: not a new measurement
+            self._window_seen[worker] = stamp
+            cpu, memory = usage(item)
+            samples.append(
+                ResourceSample(
+                    t=now - self._start_monotonic, worker=worker, cpu_cores=cpu, rss_mib=memory
+                )
+            )
+        with self._lock:
+            self._samples.extend(sorted(samples, key=lambda s: s.worker))

@@ -1,0 +1,11 @@
+# TensorBoard over the shared volume (k8s/base/tensorboard.yaml passes --logdir).
+#   docker build -f docker/tensorboard.Dockerfile -t gnn-bench/tensorboard docker/
+FROM python:3.11-slim
+ARG TENSORBOARD_VERSION=2.21.0
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN pip install "tensorboard==${TENSORBOARD_VERSION}" \
+    && useradd --uid 1000 --create-home tensorboard
+USER 1000
+EXPOSE 6006
+ENTRYPOINT ["tensorboard"]
+CMD ["--logdir=/mnt/bench/runs", "--bind_all", "--port=6006"]

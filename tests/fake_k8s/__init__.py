@@ -1,0 +1,6 @@
+"""A small fake Kubernetes API server with a Kubeflow training operator that runs replicas as
+local processes (see server.py and cluster.py)."""
+
+from .server import FakeKube, load_role_rules
+
+__all__ = ["FakeKube", "load_role_rules"]
