@@ -69,7 +69,9 @@ def test_bad_value_under_torchrun_fails_every_rank(tmp_path: Path, tiny_root: Pa
     assert proc.returncode != 0
     assert proc.seconds < 60
     errors = _error_lines(proc.stderr)
-    assert len(errors) == 2, proc.stderr  # one per rank
+    # Each rank validates on its own; torchrun stops the group as soon as the first one exits,
+    # so the other rank either prints the same line or is terminated before it gets there.
+    assert 1 <= len(errors) <= 2, proc.stderr
     assert all("model.fanouts has 2 entries but model.num_layers=3" in e for e in errors)
     assert "[rank0]: Traceback" not in proc.stderr and "[rank1]: Traceback" not in proc.stderr
     assert not run_dir.exists()
