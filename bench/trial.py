@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench.backends.base import Backend, JobState, JobStatus, TrialHandle, TrialSpec, wait
 from bench.events import read_scalars
+from bench.faults import FaultInjector, injector_for
 from bench.progress import Progress
 from bench.resources import ResourceSampler
 from bench.results import CURVE_TAGS, SCHEMA_VERSION, env_info
@@ -28,7 +30,8 @@ HARNESS_KEYS = ("sweep_name", "results_dir", "run_dir", "redo", "progress", "exp
 
 
 # Overrides the trainer never sees (harness settings), and those the harness sets itself.
-HARNESS_ONLY = {"workers", "backend", "sweep_name", "results_dir", "redo", "progress", "hydra"}
+HARNESS_ONLY = {"workers", "backend", "sweep_name", "results_dir", "redo", "progress", "hydra",
+                "fault"}
 SET_BY_HARNESS = {"run_dir", "data_root", "epochs", "seed", "train.threads"}
 
 
@@ -37,6 +40,8 @@ def trial_identity(cfg: DictConfig) -> tuple[str, str]:
     plain = resolve_plain(cfg)
     defining = {k: v for k, v in plain.items() if k not in HARNESS_KEYS}
     defining["backend"] = plain["backend"]["name"]
+    if (plain.get("fault") or {}).get("kill_at_epoch") is None:
+        defining.pop("fault", None)  # no fault: the key of results from before fault injection
     key = config_key(defining)
     return f"w{cfg.workers}-e{cfg.epochs}-s{cfg.seed}-{cfg.dataset.name}-{key[:8]}", key
 
@@ -136,23 +141,42 @@ def run_trial(cfg: DictConfig, index: int = 0, total: int = 1) -> dict[str, Any]
     progress = Progress(index, total, trial_id, cfg.epochs, trial_dir / "run" / "tb", cfg.progress)
     handle: TrialHandle | None = None
     sampler: ResourceSampler | None = None
+    injector: FaultInjector | None = None
     try:
         handle = backend.submit(spec)
         sampler = _sampler(handle, cfg.backend.sample_interval_s)
         sampler.start()
-        status = wait(handle, spec.timeout_s, cfg.backend.poll_interval_s, progress.update)
+        injector = injector_for(cfg.fault, spec, handle, cfg.backend.name)
+        status = wait(handle, spec.timeout_s, cfg.backend.poll_interval_s,
+                      _polls(progress.update, injector))
+        if injector is not None:
+            status = injector.explain(status, spec.backoff_limit)
     except KeyboardInterrupt:
         if handle is not None:
             handle.cancel("interrupted (Ctrl-C)")
         _stop(sampler, progress)
-        collect(cfg, plain, spec, key, handle, JobStatus(JobState.CANCELLED, reason="interrupted (Ctrl-C)"), sampler)
+        collect(cfg, plain, spec, key, handle, JobStatus(JobState.CANCELLED, reason="interrupted (Ctrl-C)"),
+                sampler, injector)
         raise
     except Exception as exc:  # the backend could not start the trial: record it, go on
         status = JobStatus(JobState.FAILED, reason=f"could not start: {exc}")
     _stop(sampler, progress)
-    result = collect(cfg, plain, spec, key, handle, status, sampler)
+    result = collect(cfg, plain, spec, key, handle, status, sampler, injector)
     print(result_line(result, index, total), flush=True)
     return result
+
+
+def _polls(update: Callable[[JobStatus], None],
+           injector: FaultInjector | None) -> Callable[[JobStatus], None]:
+    """The wait loop's callback: the progress line, and the fault injector when there is one."""
+    if injector is None:
+        return update
+
+    def on_poll(status: JobStatus) -> None:
+        injector.on_poll(status)
+        update(status)
+
+    return on_poll
 
 
 def _stop(sampler: ResourceSampler | None, progress: Progress) -> None:
@@ -162,7 +186,8 @@ def _stop(sampler: ResourceSampler | None, progress: Progress) -> None:
 
 
 def collect(cfg: DictConfig, plain: dict, spec: TrialSpec, key: str, handle: TrialHandle | None,
-            status: JobStatus, sampler: ResourceSampler | None) -> dict[str, Any]:
+            status: JobStatus, sampler: ResourceSampler | None,
+            injector: FaultInjector | None = None) -> dict[str, Any]:
     """Gather times, resources and metrics into result.json (written last, atomically)."""
     trial_dir = spec.trial_dir
     if handle is not None:
@@ -213,6 +238,7 @@ def collect(cfg: DictConfig, plain: dict, spec: TrialSpec, key: str, handle: Tri
         "cpu_cores_mean": _mean([c["mean"] for c in cpu.values()]),
         "memory_mib_mean": _mean([m["mean"] for m in mem.values()]),
         "restarts": max(status.restarts, int(summary.get("restart_count") or 0)),
+        "faults": injector.records(scalars) if injector is not None else [],
         "curves": {t: [[p.step, p.value] for p in scalars.series.get(t, [])] for t in CURVE_TAGS},
         "event_problems": scalars.problems,
         "log_tail": None if succeeded or handle is None else handle.logs(100),

@@ -29,4 +29,8 @@ RUN pip install --no-deps -e .
 
 # Datasets and runs live on the shared volume (backend.mount_path); a PyTorchJob sets the command.
 ENV GNN_BENCH_DATA=/mnt/bench/datasets
+# Run as a non-root user (uid 1000, as the pods' securityContext asks; the NFS server makes
+# datasets/ and runs/ on the volume writable for it).
+RUN useradd --uid 1000 --gid 0 --create-home --shell /usr/sbin/nologin bench
+USER 1000
 CMD ["python", "-m", "trainer"]

@@ -108,6 +108,15 @@ class BackendConf:
 
 
 @dataclass
+class FaultConf:
+    """Fault injection by the harness (bench/faults.py); the defaults mean "no fault"."""
+
+    kill_at_epoch: int | None = None  # SIGKILL (pod delete on k8s) once this epoch is checkpointed
+    rank: int = 0  # the worker killed
+    count: int = 1  # faults in all: the i-th (from 0) once epoch kill_at_epoch + i is checkpointed
+
+
+@dataclass
 class Config:
     workers: int = 2  # total processes (1 Master + workers-1 Worker replicas on Kubernetes)
     epochs: int = 3
@@ -123,6 +132,7 @@ class Config:
     model: ModelConf = MISSING
     train: TrainConf = field(default_factory=TrainConf)
     backend: BackendConf = MISSING
+    fault: FaultConf = field(default_factory=FaultConf)
     # Groups added by later harness features land here without touching the trainer.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -154,6 +164,27 @@ def validate(cfg: DictConfig) -> None:
     _positive("backend.max_parallel", cfg.backend.max_parallel, "e.g. backend.max_parallel=2")
     if cfg.backend.name == "k8s":
         validate_k8s(cfg.backend)
+    validate_fault(cfg.fault, cfg.workers, cfg.epochs, cfg.backend.name)
+
+
+def validate_fault(fault: DictConfig, workers: int, epochs: int, backend: str) -> None:
+    """A fault must hit a worker that exists, at an epoch boundary before the last epoch."""
+    if fault.kill_at_epoch is None:
+        return
+    if backend != "local":
+        raise ConfigError(f"fault.kill_at_epoch is not available for backend={backend} yet: "
+                          "use backend=local")
+    if not 1 <= fault.kill_at_epoch < epochs:
+        raise ConfigError(f"fault.kill_at_epoch={fault.kill_at_epoch} is invalid: it must be >= 1 "
+                          f"and < epochs={epochs}")
+    if not 0 <= fault.rank < workers:
+        raise ConfigError(f"fault.rank={fault.rank} is invalid: it must be >= 0 and < "
+                          f"workers={workers}")
+    _positive("fault.count", fault.count, "e.g. fault.count=1")
+    last = fault.kill_at_epoch + fault.count - 1
+    if last >= epochs:
+        raise ConfigError(f"fault.count={fault.count} is too many: the last fault would follow "
+                          f"epoch {last}, which must be < epochs={epochs} (one fault per epoch)")
 
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")

@@ -12,6 +12,8 @@ With more workers than cores the trial is oversubscribed (one thread each) and t
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
@@ -22,6 +24,25 @@ from pathlib import Path
 
 from bench.backends.base import JobState, JobStatus, TrialSpec
 from bench.resources import torchrun_workers
+
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM torchrun when the harness dies, even by SIGKILL.
+
+    torchrun runs in its own session (so cancel() can signal the whole group); without this
+    a killed harness would leave the job running, and a re-run would start a second job on the
+    same run directory. On SIGTERM the elastic agent stops its workers. Linux only; elsewhere
+    this is a no-op.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the harness died before prctl took effect
+        os._exit(1)
 
 
 def threads_per_worker(workers: int, cores: int) -> int:
@@ -49,6 +70,7 @@ class LocalHandle:
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True,  # its own process group: cancel() reaches every worker
+            preexec_fn=_die_with_parent,
         )
         self._cancel_reason: str | None = None
         self._finished_at: float | None = None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.report.faults import fault_table, faults_markdown, write_fault_report
 from bench.report.load import load_sweep
 from bench.report.markdown import render_report
 from bench.report.plots import (
@@ -28,6 +29,7 @@ from bench.store import atomic_write_json, atomic_write_text
 
 PLOTS_DIR = "plots"
 PLOT_STEMS = ("time_vs_workers", "speedup_efficiency", "validation_curves", "scaling_model")
+FAULT_STEM = "faults"  # plots/faults.*, only when the sweep injected faults
 
 
 @dataclass
@@ -110,11 +112,17 @@ def write_report(
             paths.append(f"{PLOTS_DIR}/{stem}.{ext}")
         usage.append((trial, paths))
 
+    report.files += write_fault_report(df, out, formats)
     _remove_stale_plots(plots, report.files)
     command = command or f"python -m bench.report {sweep}" + (
         f" --out {out}" if out != sweep else ""
     )
     text = render_report(str(sweep), df, table, fits, links, usage, command)
+    faults = fault_table(df)
+    if not faults.empty:
+        text += ("\n## Fault tolerance\n\nInjected faults (`fault.*`) against the fault-free twin "
+                 "of each trial (same workers, epochs, seed); `faults.csv` holds the same.\n\n"
+                 f"{faults_markdown(faults)}\n![faults]({PLOTS_DIR}/{FAULT_STEM}.{ext})\n")
     atomic_write_text(out / "report.md", text)
     report.files.append(out / "report.md")
     return report
@@ -124,7 +132,8 @@ def _remove_stale_plots(plots: Path, written: list[Path]) -> None:
     """Drop figures an earlier report left in plots/ (e.g. usage charts of another trial)."""
     keep = {p.resolve() for p in written}
     for path in plots.glob("*"):
-        ours = path.name.startswith(("cpu_", "memory_", *(f"{s}." for s in PLOT_STEMS)))
+        stems = (*PLOT_STEMS, FAULT_STEM)
+        ours = path.name.startswith(("cpu_", "memory_", *(f"{s}." for s in stems)))
         if ours and path.suffix in (".png", ".svg") and path.resolve() not in keep:
             path.unlink()
 

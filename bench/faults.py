@@ -1,0 +1,177 @@
+"""Fault injection: the harness kills a worker of a running trial and measures the recovery.
+
+``fault.kill_at_epoch=3 fault.rank=1 fault.count=1`` asks for one fault: as soon as the trial
+has *checkpointed* epoch 3, the harness SIGKILLs rank 1's worker process (on this machine; the
+pid comes from the handle's ``workers()``). torchrun then restarts the whole group (at most
+``backend.backoff_limit`` times, its ``--max-restarts``) and the trainer resumes from its
+checkpoint, as a PyTorchJob with ``restartPolicy: OnFailure`` restarts its pods. The harness
+looks at every poll (``backend.poll_interval_s``); with epochs shorter than that the first poll
+may see a later epoch checkpointed, and the fault is injected (and recorded) there.
+
+Rule for ``count > 1``: fault ``i`` (from 0) is injected once epoch ``kill_at_epoch + i`` is
+checkpointed *and* the checkpoint has moved past the epoch of the previous fault, i.e. each
+fault after the first waits until the restarted group has recovered and finished one more
+epoch. So ``kill_at_epoch + count - 1 < epochs`` (checked when the config is composed).
+
+The trainer knows nothing of this; the harness only reads what the trial writes (event files,
+the checkpoint's modification time). :class:`FaultInjector` is backend-neutral: it takes a
+``progress()`` (epochs checkpointed so far) and a ``kill(rank)``; :func:`injector_for` builds
+them for a backend. Each fault is recorded in ``result.json`` (see :meth:`FaultInjector.records`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.backends.base import JobState, JobStatus, TrialHandle, TrialSpec
+from bench.events import EVENT_FILE_PATTERN as EVENTS
+from bench.events import EventScalars, read_scalars
+
+CHECKPOINT = "checkpoints/last.pt"  # trainer/train.py's CHECKPOINT, under run_dir
+# File times come from the kernel's coarse clock, which lags time.time() (the events' wall
+# time) by up to a tick: a checkpoint written a few ms after its val/mrr event can look older.
+MTIME_SLACK_S = 0.05
+
+
+@dataclass
+class Injected:
+    epoch: int  # epochs checkpointed when the fault was injected
+    rank: int
+    injected_at: float  # unix seconds
+
+
+class FaultInjector:
+    """Kills ``rank`` after epochs ``kill_at_epoch``, ``kill_at_epoch + 1``, ... (``count`` in all).
+
+    Call :meth:`on_poll` from the wait loop; it never blocks for long (one read of the run's
+    progress and at most one kill).
+    """
+
+    def __init__(self, kill_at_epoch: int, rank: int, count: int,
+                 progress: Callable[[], int], kill: Callable[[int], bool]):
+        self.kill_at_epoch, self.rank, self.count = kill_at_epoch, rank, count
+        self.progress, self.kill = progress, kill
+        self.injected: list[Injected] = []
+
+    def on_poll(self, status: JobStatus) -> None:
+        if len(self.injected) >= self.count or status.state is not JobState.RUNNING:
+            return
+        epoch = self.progress()
+        target = self.kill_at_epoch + len(self.injected)
+        moved_on = not self.injected or epoch > self.injected[-1].epoch
+        if epoch >= target and moved_on and self.kill(self.rank):
+            self.injected.append(Injected(epoch, self.rank, time.time()))
+
+    def explain(self, status: JobStatus, backoff_limit: int) -> JobStatus:
+        """A trial that failed after more faults than restarts allowed says so in its reason."""
+        if status.state is JobState.FAILED and len(self.injected) > backoff_limit:
+            status.reason = (
+                f"exceeded the backoff limit (backend.backoff_limit={backoff_limit}): "
+                f"{len(self.injected)} injected faults, {status.restarts} restarts; {status.reason}"
+            )
+        return status
+
+    def records(self, scalars: EventScalars) -> list[dict[str, Any]]:
+        """One dict per injected fault, measured from the trial's event files.
+
+        - ``recovered_at``: the first training progress after the fault: the earliest
+          ``train/loss_step`` (or, failing that, any epoch scalar) written after ``injected_at``;
+          ``recovery_s`` = recovered_at - injected_at (restart, imports, data, rendezvous,
+          checkpoint load); both None if the trial never recovered.
+        - ``work_lost_s``: training time thrown away: from the checkpointed epoch's end (the
+          wall time of its ``val/mrr``) to the fault; ``epochs_redone``: the same in epochs
+          (divided by the median ``time/epoch_s``), i.e. the part of epoch ``epoch + 1`` that
+          ran before the fault and is run again after the resume.
+        """
+        out = []
+        epoch_s = sorted(scalars.values("time/epoch_s"))
+        typical_epoch_s = epoch_s[len(epoch_s) // 2] if epoch_s else None
+        val_done = {p.step: p.wall_time for p in scalars.series.get("val/mrr", [])}
+        for fault in self.injected:
+            recovered = _first_after(scalars, fault.injected_at)
+            ended = val_done.get(fault.epoch)
+            lost = max(0.0, fault.injected_at - ended) if ended is not None else None
+            out.append({
+                "epoch": fault.epoch,
+                "rank": fault.rank,
+                "injected_at": fault.injected_at,
+                "recovered_at": recovered,
+                "recovery_s": recovered - fault.injected_at if recovered is not None else None,
+                "resumed_from_epoch": fault.epoch + 1,
+                "work_lost_s": lost,
+                "epochs_redone": (lost / typical_epoch_s if lost is not None and typical_epoch_s
+                                  else None),
+            })
+        return out
+
+
+def _first_after(scalars: EventScalars, t: float) -> float | None:
+    for tags in (["train/loss_step"], list(scalars.series)):
+        times = [p.wall_time for tag in tags for p in scalars.series.get(tag, []) if p.wall_time > t]
+        if times:
+            return min(times)
+    return None
+
+
+# ------------------------------------------------------------------ the local backend
+
+
+class CheckpointedEpochs:
+    """Epochs the trainer in ``run_dir`` has checkpointed, read without torch.
+
+    Rank 0 logs an epoch's ``val/mrr`` (and flushes it) and then writes ``checkpoints/last.pt``;
+    an epoch counts once the checkpoint is at least as new as its ``val/mrr`` event. The event
+    files are read again only when the checkpoint or the epoch event files (not the bulkier
+    step files in ``tb/steps/``) have changed since the last read, not at every poll.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self._seen: tuple | None = None
+        self._epochs = 0
+
+    def __call__(self) -> int:
+        try:
+            saved = (self.run_dir / CHECKPOINT).stat().st_mtime
+            files = tuple((f.name, f.stat().st_size) for f in (self.run_dir / "tb").glob(EVENTS))
+        except OSError:
+            return 0
+        if (saved, files) != self._seen:
+            points = read_scalars(self.run_dir / "tb").series.get("val/mrr", [])
+            self._seen = (saved, files)
+            self._epochs = max((p.step for p in points if p.wall_time <= saved + MTIME_SLACK_S),
+                               default=0)
+        return self._epochs
+
+
+def kill_local_worker(handle: TrialHandle, rank: int) -> bool:
+    """SIGKILL rank ``rank``'s worker process; False if it is not running right now."""
+    pid = handle.workers().get(f"rank{rank}")
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def injector_for(fault: Any, spec: TrialSpec, handle: TrialHandle,
+                 backend: str) -> FaultInjector | None:
+    """The injector for ``cfg.fault`` (None: no fault asked for)."""
+    if fault.kill_at_epoch is None:
+        return None
+    if backend != "local":
+        raise ValueError(f"fault injection is not available for backend={backend} (use local)")
+    run_dir = Path(spec.run_dir)
+    return FaultInjector(
+        fault.kill_at_epoch, fault.rank, fault.count,
+        progress=CheckpointedEpochs(run_dir),
+        kill=lambda rank: kill_local_worker(handle, rank),
+    )
