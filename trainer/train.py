@@ -60,6 +60,12 @@ def _mix(*values: int) -> int:
     return h
 
 
+def steps_per_epoch(num_edges: int, batch_size: int, world: int, steps_cap: int | None) -> int:
+    """Steps every rank takes per epoch: its equal shard in batches, capped by ``steps_cap``."""
+    steps = -(-(num_edges // world) // batch_size)
+    return steps if steps_cap is None else min(steps, steps_cap)
+
+
 def epoch_batches(num_edges: int, batch_size: int, epoch: int, seed: int, rank: int, world: int,
                   steps_cap: int | None) -> list[torch.Tensor]:
     """This rank's edge ids for each step of ``epoch``: a shared shuffle, dealt round-robin.
@@ -69,9 +75,7 @@ def epoch_batches(num_edges: int, batch_size: int, epoch: int, seed: int, rank: 
     """
     perm = torch.randperm(num_edges, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
     shard = perm[rank::world][: num_edges // world]
-    steps = -(-shard.numel() // batch_size)
-    if steps_cap is not None:
-        steps = min(steps, steps_cap)
+    steps = steps_per_epoch(num_edges, batch_size, world, steps_cap)
     return [shard[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
 
 
@@ -143,7 +147,10 @@ class Trainer:
             self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.start_epoch)
             self.step_writer = SummaryWriter(
                 str(self.run_dir / "tb" / "steps"),
-                purge_step=(self.start_epoch - 1) * self.steps_per_epoch(),
+                purge_step=(self.start_epoch - 1) * steps_per_epoch(
+                    self.graph.num_train_edges, self.train_cfg.batch_size, self.world,
+                    self.train_cfg.steps_per_epoch,
+                ),
             )
 
     def train_step(self, batch: Batch, generator: torch.Generator | None = None) -> float:
@@ -163,13 +170,6 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         return loss.item()
-
-    def steps_per_epoch(self) -> int:
-        """Steps every rank takes per epoch (what ``epoch_batches`` deals out)."""
-        shard = self.graph.num_train_edges // self.world
-        steps = -(-shard // self.train_cfg.batch_size)
-        cap = self.train_cfg.steps_per_epoch
-        return steps if cap is None else min(steps, cap)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         train = self.graph.split["train"]
