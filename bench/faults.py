@@ -1,42 +1,45 @@
 """Fault injection: the harness kills a worker of a running trial and measures the recovery.
 
 ``fault.kill_at_epoch=3 fault.rank=1 fault.count=1`` asks for one fault: as soon as the trial
-has *checkpointed* epoch 3, the harness SIGKILLs rank 1's worker process (on this machine; the
-pid comes from the handle's ``workers()``). torchrun then restarts the whole group (at most
-``backend.backoff_limit`` times, its ``--max-restarts``) and the trainer resumes from its
-checkpoint, as a PyTorchJob with ``restartPolicy: OnFailure`` restarts its pods. The harness
-looks at every poll (``backend.poll_interval_s``); with epochs shorter than that the first poll
-may see a later epoch checkpointed, and the fault is injected (and recorded) there.
+has *checkpointed* epoch 3, the harness kills rank 1's worker:
+
+* local backend: SIGKILL of the worker process; torchrun restarts the whole group (at most
+  ``backend.backoff_limit`` times, its ``--max-restarts``);
+* Kubernetes backend: deletion of the worker's pod with no grace period (the study's demo);
+  the training operator creates the pod again, the surviving replicas fail their collective
+  and are restarted in place (``restartPolicy: OnFailure``; these restarts count against
+  ``runPolicy.backoffLimit``).
+
+Either way the trainer resumes from its checkpoint. The harness looks at every poll
+(``backend.poll_interval_s``); with epochs shorter than that the first poll may see a later
+epoch checkpointed, and the fault is injected (and recorded) there.
 
 Rule for ``count > 1``: fault ``i`` (from 0) is injected once epoch ``kill_at_epoch + i`` is
 checkpointed *and* the checkpoint has moved past the epoch of the previous fault, i.e. each
 fault after the first waits until the restarted group has recovered and finished one more
 epoch. So ``kill_at_epoch + count - 1 < epochs`` (checked when the config is composed).
 
-The trainer knows nothing of this; the harness only reads what the trial writes (event files,
-the checkpoint's modification time). :class:`FaultInjector` is backend-neutral: it takes a
-``progress()`` (epochs checkpointed so far) and a ``kill(rank)``; :func:`injector_for` builds
-them for a backend. Each fault is recorded in ``result.json`` (see :meth:`FaultInjector.records`).
+The trainer knows nothing of this; the harness only reads what the trial writes (event files
+and ``checkpoints/last.json``). :class:`FaultInjector` is backend-neutral: it takes a
+``progress()`` (epochs checkpointed so far) and a ``kill(rank)``, which :func:`injector_for`
+takes from the trial's handle. Each fault is recorded in ``result.json`` (see
+:meth:`FaultInjector.records`).
 """
 
 from __future__ import annotations
 
-import os
-import signal
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from bench.backends.base import JobState, JobStatus, TrialHandle, TrialSpec
-from bench.events import EVENT_FILE_PATTERN as EVENTS
-from bench.events import EventScalars, read_scalars
+from bench.backends.base import JobState, JobStatus, TrialHandle
+from bench.events import EventScalars
 
-CHECKPOINT = "checkpoints/last.pt"  # trainer/train.py's CHECKPOINT, under run_dir
-# File times come from the kernel's coarse clock, which lags time.time() (the events' wall
-# time) by up to a tick: a checkpoint written a few ms after its val/mrr event can look older.
-MTIME_SLACK_S = 0.05
+# trainer/train.py's CHECKPOINT_INFO, under run_dir: {"epoch": N, "saved_at": unix seconds},
+# written after the checkpoint itself.
+CHECKPOINT_INFO = "checkpoints/last.json"
 
 
 @dataclass
@@ -119,59 +122,23 @@ def _first_after(scalars: EventScalars, t: float) -> float | None:
     return None
 
 
-# ------------------------------------------------------------------ the local backend
+# ------------------------------------------------------------------ what the backends share
 
 
-class CheckpointedEpochs:
-    """Epochs the trainer in ``run_dir`` has checkpointed, read without torch.
-
-    Rank 0 logs an epoch's ``val/mrr`` (and flushes it) and then writes ``checkpoints/last.pt``;
-    an epoch counts once the checkpoint is at least as new as its ``val/mrr`` event. The event
-    files are read again only when the checkpoint or the epoch event files (not the bulkier
-    step files in ``tb/steps/``) have changed since the last read, not at every poll.
-    """
-
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
-        self._seen: tuple | None = None
-        self._epochs = 0
-
-    def __call__(self) -> int:
-        try:
-            saved = (self.run_dir / CHECKPOINT).stat().st_mtime
-            files = tuple((f.name, f.stat().st_size) for f in (self.run_dir / "tb").glob(EVENTS))
-        except OSError:
-            return 0
-        if (saved, files) != self._seen:
-            points = read_scalars(self.run_dir / "tb").series.get("val/mrr", [])
-            self._seen = (saved, files)
-            self._epochs = max((p.step for p in points if p.wall_time <= saved + MTIME_SLACK_S),
-                               default=0)
-        return self._epochs
-
-
-def kill_local_worker(handle: TrialHandle, rank: int) -> bool:
-    """SIGKILL rank ``rank``'s worker process; False if it is not running right now."""
-    pid = handle.workers().get(f"rank{rank}")
-    if pid is None:
-        return False
+def checkpointed_epoch(info: bytes | None) -> int:
+    """The epoch in the trainer's ``checkpoints/last.json`` (0 when there is none, or it is
+    unreadable: a poll that races the atomic rename simply sees no progress yet)."""
     try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return False
-    return True
+        return int(json.loads(info or b"{}").get("epoch", 0))
+    except (ValueError, TypeError, AttributeError):
+        return 0
 
 
-def injector_for(fault: Any, spec: TrialSpec, handle: TrialHandle,
-                 backend: str) -> FaultInjector | None:
-    """The injector for ``cfg.fault`` (None: no fault asked for)."""
+def injector_for(fault: Any, handle: TrialHandle) -> FaultInjector | None:
+    """The injector for ``cfg.fault`` (None: no fault asked for), acting through the handle:
+    ``checkpointed_epoch()`` reads progress, ``kill_worker(rank)`` kills (local: SIGKILL of the
+    worker process; Kubernetes: deletion of the worker's pod)."""
     if fault.kill_at_epoch is None:
         return None
-    if backend != "local":
-        raise ValueError(f"fault injection is not available for backend={backend} (use local)")
-    run_dir = Path(spec.run_dir)
-    return FaultInjector(
-        fault.kill_at_epoch, fault.rank, fault.count,
-        progress=CheckpointedEpochs(run_dir),
-        kill=lambda rank: kill_local_worker(handle, rank),
-    )
+    return FaultInjector(fault.kill_at_epoch, fault.rank, fault.count,
+                         progress=handle.checkpointed_epoch, kill=handle.kill_worker)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,11 +64,24 @@ def trainer_overrides(cfg: DictConfig, run_dir: str, threads: int) -> list[str]:
             f"run_dir={run_dir}", f"train.threads={threads}"]
 
 
+def run_id(trial_dir: Path) -> str:
+    """The id of this clean start of the trial, kept in ``<trial_dir>/run_id`` (created here).
+
+    run_trial deletes the trial folder when a trial starts from scratch (failed before, or
+    ``redo=true``), so a new id names a new run folder on a cluster's volume, and a trial that
+    was only interrupted keeps its id, its run folder and its checkpoint.
+    """
+    path = trial_dir / "run_id"
+    if not path.exists():
+        atomic_write_text(path, uuid.uuid4().hex[:8])
+    return path.read_text().strip()
+
+
 def build_spec(cfg: DictConfig, trial_dir: Path) -> TrialSpec:
     """The backend's view of a trial.
 
     Locally the workers write to ``<trial_dir>/run`` and read ``data_root`` on this machine. On
-    Kubernetes they write to ``<mount_path>/runs/<sweep>/<trial>`` and read
+    Kubernetes they write to ``<mount_path>/runs/<sweep>/<trial>/<run id>`` and read
     ``<mount_path>/datasets`` on the shared volume, and each worker pod gets its own cores.
     """
     trial_id, _ = trial_identity(cfg)
@@ -76,7 +90,8 @@ def build_spec(cfg: DictConfig, trial_dir: Path) -> TrialSpec:
         from bench.backends.k8s.manifests import K8sOptions, pod_cores, pod_threads, volume_paths
 
         threads = pod_threads(cfg.backend.cpu, cfg.backend.cpu_limit)
-        run_dir, data_root = volume_paths(cfg.backend.mount_path, cfg.sweep_name, trial_id)
+        run_dir, data_root = volume_paths(cfg.backend.mount_path, cfg.sweep_name, trial_id,
+                                          run_id(trial_dir))
         options["cores"] = pod_cores(cfg.workers, K8sOptions.from_mapping(options))
     else:
         from bench.backends.local import threads_per_worker
@@ -146,7 +161,7 @@ def run_trial(cfg: DictConfig, index: int = 0, total: int = 1) -> dict[str, Any]
         handle = backend.submit(spec)
         sampler = _sampler(handle, cfg.backend.sample_interval_s)
         sampler.start()
-        injector = injector_for(cfg.fault, spec, handle, cfg.backend.name)
+        injector = injector_for(cfg.fault, handle)
         status = wait(handle, spec.timeout_s, cfg.backend.poll_interval_s,
                       _polls(progress.update, injector))
         if injector is not None:

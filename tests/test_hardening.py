@@ -89,7 +89,7 @@ def test_every_rendered_workload_is_hardened_except_the_nfs_server(overlay):
 
 HARNESS_RULES = [
     {"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"], "verbs": ["create", "get", "delete"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": ["metrics.k8s.io"], "resources": ["pods"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["services/proxy"], "resourceNames": ["gnn-bench-files"],

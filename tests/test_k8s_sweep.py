@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,7 +147,7 @@ def test_a_two_trial_sweep_trains_on_the_fake_cluster(k8s_sweep):
         assert record["job"].endswith(r["trial_id"]) and record["metrics_window_s"] == 1.0
         assert r["trainer_overrides"][-3:-1] == [
             "data_root=/mnt/bench/datasets",
-            f"run_dir=/mnt/bench/runs/k/{r['trial_id']}",
+            f"run_dir=/mnt/bench/runs/k/{r['trial_id']}/{(trial / 'run_id').read_text()}",
         ]
     assert (k8s_sweep["dir"] / "table.md").exists()
     # Every job was deleted after collection.
@@ -201,6 +202,76 @@ def test_results_have_the_shape_of_the_local_backends(k8s_sweep, volume, tmp_pat
         assert COMMON_FILES <= trial_files[name], name
         assert any(f.startswith("events/events.out.tfevents.") for f in trial_files[name]), name
         assert (root / "resources.csv").read_text().splitlines()[0] == "t,worker,cpu_cores,rss_mib"
+
+
+def test_a_deleted_worker_pod_is_recreated_and_the_trial_matches_its_fault_free_twin(
+    volume, tmp_path
+):
+    """The study's demo, measured: rank 1's pod is deleted after epoch 2 is checkpointed; the
+    operator creates it again, the master fails its collective and restarts in place, the
+    trainer resumes from the checkpoint on the volume. Its twin runs without the fault."""
+    with FakeKube(volume, metrics_window_s=1.0, role_rules=load_role_rules(RBAC)) as fake:
+        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
+        args = k8s_args(kubeconfig, "workers=2", "epochs=4", "fault.kill_at_epoch=null,2",
+                        "fault.rank=1", "sweep_name=fk", "-m")
+        out = run(sweep_cmd(*args), tmp_path)
+        assert out.returncode == 0, out.stdout + out.stderr
+        deleted = [name for name, _ in fake.cluster.deleted_pods]
+    results = load_results(tmp_path / "res" / "fk")
+    (faulty,) = [r for r in results if r["faults"]]
+    (twin,) = [r for r in results if not r["faults"]]
+    assert faulty["status"] == twin["status"] == "succeeded", (faulty["reason"], twin["reason"])
+    assert deleted == [f"fk-{faulty['trial_id']}-worker-0"]  # rank 1 is the first Worker
+    (fault,) = faulty["faults"]
+    assert 2 <= fault["epoch"] < 4 and fault["rank"] == 1
+    assert fault["recovery_s"] > 0 and fault["resumed_from_epoch"] == fault["epoch"] + 1
+    assert faulty["restarts"] >= 1 and twin["restarts"] == 0
+    assert [s for s, _ in faulty["curves"]["val/mrr"]] == [1, 2, 3, 4]
+    assert abs(faulty["val_mrr"] - twin["val_mrr"]) <= 0.02
+    assert "fault injected: deleted pod" in out.stdout
+    assert (tmp_path / "res" / "fk" / "faults.md").exists()
+
+
+@pytest.mark.parametrize(
+    ("backoff_limit", "status"),
+    [pytest.param(3, "succeeded", marks=pytest.mark.slow), (1, "failed")],
+)
+def test_three_pod_deletions_within_or_beyond_the_backoff_limit(
+    volume, tmp_path, backoff_limit, status
+):
+    """Each deletion restarts the master once (the operator's count of restarts); three are
+    survived with backoffLimit 3, and fail the trial cleanly, naming the limit, with 1."""
+    with FakeKube(volume, metrics_window_s=1.0, role_rules=load_role_rules(RBAC)) as fake:
+        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
+        args = k8s_args(kubeconfig, "workers=2", "epochs=5", "fault.kill_at_epoch=1",
+                        "fault.count=3", "fault.rank=1", f"backend.backoff_limit={backoff_limit}",
+                        "sweep_name=f3")
+        out = run(sweep_cmd(*args), tmp_path)
+        assert out.returncode == 0, out.stdout + out.stderr  # a failed trial does not fail a sweep
+        deletions = len(fake.cluster.deleted_pods)
+    (result,) = load_results(tmp_path / "res" / "f3")
+    assert result["status"] == status, result["reason"]
+    if status == "succeeded":
+        assert deletions == len(result["faults"]) == 3 and result["restarts"] == 3
+        assert all(f["recovery_s"] and f["recovery_s"] > 0 for f in result["faults"])
+    else:
+        assert deletions == len(result["faults"]) == 2  # the second one used up the limit
+        assert "exceeded the backoff limit (backend.backoff_limit=1)" in result["reason"]
+
+
+def test_a_trial_started_from_scratch_gets_a_new_run_folder_on_the_volume(tmp_path):
+    """Otherwise a failed trial run again, or redo=true, would resume the old checkpoint."""
+    from bench.trial import build_spec
+    from trainer.config import compose, validate
+
+    cfg = compose(["backend=k8s", "workers=2", "sweep_name=s"])
+    validate(cfg)
+    first = build_spec(cfg, tmp_path / "trial").run_dir
+    assert build_spec(cfg, tmp_path / "trial").run_dir == first  # interrupted: resume there
+    shutil.rmtree(tmp_path / "trial")  # what run_trial does for a failed trial or redo=true
+    again = build_spec(cfg, tmp_path / "trial").run_dir
+    assert again != first and again.rsplit("/", 1)[0] == first.rsplit("/", 1)[0]
+    assert first.startswith("/mnt/bench/runs/s/w2-")
 
 
 def test_a_parallel_sweep_runs_at_most_max_parallel_jobs(volume, tmp_path):

@@ -164,16 +164,13 @@ def validate(cfg: DictConfig) -> None:
     _positive("backend.max_parallel", cfg.backend.max_parallel, "e.g. backend.max_parallel=2")
     if cfg.backend.name == "k8s":
         validate_k8s(cfg.backend)
-    validate_fault(cfg.fault, cfg.workers, cfg.epochs, cfg.backend.name)
+    validate_fault(cfg.fault, cfg.workers, cfg.epochs)
 
 
-def validate_fault(fault: DictConfig, workers: int, epochs: int, backend: str) -> None:
+def validate_fault(fault: DictConfig, workers: int, epochs: int) -> None:
     """A fault must hit a worker that exists, at an epoch boundary before the last epoch."""
     if fault.kill_at_epoch is None:
         return
-    if backend != "local":
-        raise ConfigError(f"fault.kill_at_epoch is not available for backend={backend} yet: "
-                          "use backend=local")
     if not 1 <= fault.kill_at_epoch < epochs:
         raise ConfigError(f"fault.kill_at_epoch={fault.kill_at_epoch} is invalid: it must be >= 1 "
                           f"and < epochs={epochs}")

@@ -30,6 +30,9 @@ from trainer.model import LinkModel
 from trainer.sampler import NeighborSampler, drop_edges
 
 CHECKPOINT = "checkpoints/last.pt"
+# Written after CHECKPOINT: which epoch it holds, readable without torch (the harness's fault
+# injector polls it, locally or through the file server on a cluster's volume).
+CHECKPOINT_INFO = "checkpoints/last.json"
 
 
 class CheckpointError(RuntimeError):
@@ -224,6 +227,7 @@ class Trainer:
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(self.run_dir / CHECKPOINT, buf.getvalue())
+        atomic_write_json(self.run_dir / CHECKPOINT_INFO, {"epoch": epoch, "saved_at": time.time()})
 
     def load_checkpoint(self) -> None:
         path = self.run_dir / CHECKPOINT

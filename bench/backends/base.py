@@ -73,6 +73,13 @@ class TrialHandle(Protocol):
     def cancel(self, reason: str) -> None:
         """Stop the trial; its state becomes CANCELLED with ``reason``."""
 
+    # Fault injection (bench/faults.py)
+    def checkpointed_epoch(self) -> int:
+        """The last epoch the trainer has checkpointed (0: none yet); cheap, never blocks long."""
+
+    def kill_worker(self, rank: int) -> bool:
+        """Kill rank ``rank``'s worker as a fault would; False if it is not running right now."""
+
     # Optional: ``resource_sampler(interval_s)`` returning an object with the ResourceSampler
     # interface (start, stop, summary, write_csv) for backends that measure elsewhere
     # (Kubernetes: PodMetrics). Without it the harness samples ``workers()`` with psutil.

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from bench.backends.base import JobState, JobStatus, TrialSpec
+from bench.faults import CHECKPOINT_INFO, checkpointed_epoch
 from bench.resources import torchrun_workers
 
 PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
@@ -129,6 +130,23 @@ class LocalHandle:
             self.process.wait()
         except ProcessLookupError:
             pass
+
+    def checkpointed_epoch(self) -> int:
+        try:
+            return checkpointed_epoch((Path(self.spec.run_dir) / CHECKPOINT_INFO).read_bytes())
+        except OSError:
+            return 0
+
+    def kill_worker(self, rank: int) -> bool:
+        """SIGKILL the worker process of rank ``rank``: torchrun restarts the whole group."""
+        pid = self.workers().get(f"rank{rank}")
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return False
+        return True
 
     # -- helpers
     def _restarts(self) -> int:

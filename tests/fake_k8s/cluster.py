@@ -10,6 +10,8 @@ What the Kubeflow training operator and the kubelets do, reduced to what the har
 * all pods running -> ``Running``; the Master exiting 0 -> ``Succeeded``; a container exiting
   non-zero is restarted in place (``restartPolicy: OnFailure``, ``Restarting``) until the
   restarts exceed ``runPolicy.backoffLimit`` -> ``Failed``; ``activeDeadlineSeconds`` is enforced;
+* a deleted pod's processes get SIGKILL (the harness deletes with no grace period) and the
+  operator creates the pod again, with a restart count of 0, after ``pod_start_delay_s``;
 * every ``metrics_window_s`` a metrics-server-like scrape turns each pod's process tree into
   a PodMetrics (CPU averaged over the window, memory as RSS).
 
@@ -78,6 +80,8 @@ class Pod:
     last_exit_code: int | None = None
     metrics: dict[str, Any] | None = None  # the latest PodMetrics
     cpu_seen: tuple[float, float] | None = None  # (monotonic time, cpu seconds) at last scrape
+    job: Job | None = field(default=None, repr=False, compare=False)
+    recreate_at: float | None = None  # deleted: the operator creates it again at this time
 
     def log_path(self, restart: int) -> Path:
         return self.log_dir / f"{self.name}.{restart}.log"
@@ -94,9 +98,10 @@ class Pod:
             )
         self.phase, self.started_at, self.exit_code = "Running", time.time(), None
 
-    def kill(self) -> None:
+    def kill(self, grace_s: float = 5) -> None:
         if self.process is not None and self.process.poll() is None:
-            for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+            steps = ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5)) if grace_s else ((signal.SIGKILL, 5),)
+            for sig, wait in steps:
                 try:
                     os.killpg(self.process.pid, sig)
                     self.process.wait(timeout=wait)
@@ -181,6 +186,7 @@ class Cluster:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.jobs: dict[tuple[str, str], Job] = {}
         self.history: list[Job] = []  # every job ever created, also after deletion
+        self.deleted_pods: list[tuple[str, float]] = []  # (pod name, when), in order
         self.lock = threading.RLock()
         self._stop = threading.Event()
         self._last_scrape = 0.0
@@ -219,6 +225,17 @@ class Cluster:
             job.deleting = True
             job.body["metadata"]["deletionTimestamp"] = now_rfc3339()
         return job
+
+    def delete_pod(self, namespace: str, name: str) -> Pod | None:
+        pod = next((p for (jns, _), j in self.jobs.items() if jns == namespace
+                    for p in j.pods if p.name == name), None)
+        if pod is not None and pod.recreate_at is None:
+            pod.kill(grace_s=0)
+            pod.phase, pod.restarts, pod.exit_code, pod.last_exit_code = "Pending", 0, None, None
+            pod.metrics = pod.cpu_seen = None
+            pod.recreate_at = time.time() + self.pod_start_delay_s
+            self.deleted_pods.append((name, time.time()))
+        return pod
 
     def max_concurrent(self) -> int:
         """The most jobs whose pods were running at the same moment."""
@@ -267,6 +284,9 @@ class Cluster:
                 job, "Failed", "DeadlineExceeded", "the job ran past activeDeadlineSeconds"
             )
         for pod in job.pods:
+            if pod.recreate_at is not None and time.time() >= pod.recreate_at:
+                pod.recreate_at = None
+                pod.start(REPO)
             code = pod.process.poll() if pod.process and pod.phase == "Running" else None
             if code is None:
                 continue
@@ -355,6 +375,7 @@ class Cluster:
                     argv,
                     labels,
                     self.log_dir,
+                    job=job,
                 )
                 pod.start(REPO)
                 job.pods.append(pod)
@@ -418,6 +439,8 @@ class Cluster:
         state: dict[str, Any]
         if pod.phase == "Running":
             state = {"running": {"startedAt": now_rfc3339(pod.started_at)}}
+        elif pod.phase == "Pending":
+            state = {"waiting": {"reason": "ContainerCreating"}}
         else:
             state = {
                 "terminated": {

@@ -4,6 +4,7 @@ Serves exactly the requests the harness makes, through the real ``kubernetes`` c
 
     POST/GET/DELETE /apis/kubeflow.org/v1/namespaces/<ns>/pytorchjobs[/<name>]
     GET  /api/v1/namespaces/<ns>/pods?labelSelector=...      GET .../pods/<pod>/log
+    DELETE /api/v1/namespaces/<ns>/pods/<pod>   (SIGKILL; the "operator" creates it again)
     GET  /apis/metrics.k8s.io/v1beta1/namespaces/<ns>/pods?labelSelector=...
     GET  /api/v1/namespaces/<ns>/services/<svc>/proxy/<path>  (a read-only nginx-like file
          server on the volume: directories as ``autoindex_format json`` listings)
@@ -54,6 +55,7 @@ ROUTES = [  # (method, regex, api group, resource, verb)
         "delete",
     ),
     ("GET", r"/api/v1/namespaces/(?P<ns>[^/]+)/pods", "", "pods", "list"),
+    ("DELETE", r"/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<name>[^/]+)", "", "pods", "delete"),
     ("GET", r"/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<name>[^/]+)/log", "", "pods/log", "get"),
     (
         "GET",
@@ -374,6 +376,13 @@ def _handler_for(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
                 for p in j.pods
                 if all(p.labels.get(k) == v for k, v in selector.items())
             ]
+            if resource == "pods" and verb == "delete":
+                pod = cluster.delete_pod(ns, name)
+                if pod is None:
+                    return self._error(
+                        404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"}
+                    )
+                return self._send(200, cluster.pod_json(pod.job, pod))
             if resource == "pods" and group == "":
                 return self._send(
                     200,

@@ -8,6 +8,7 @@ resource                       verb                              used for
 =============================  ================================  ============================
 pytorchjobs (kubeflow.org)     create, get, delete               submit, follow, clean up
 pods                           list                              restarts, replica states
+pods                           delete                            fault injection (``fault.*``)
 pods/log                       get                               log tails
 pods (metrics.k8s.io)          list                              CPU and memory samples
 services/proxy                 get (only ``files_service``)      fetch event files
@@ -186,6 +187,27 @@ class KubeClient:
             ),
         )
         return json.loads(response.data).get("items") or []
+
+    def delete_pod(self, pod: str) -> bool:
+        """Delete a pod at once (no grace period: its processes get SIGKILL), as a fault does;
+        False when there is no such pod. The training operator creates it again."""
+
+        def delete() -> bool:
+            try:
+                self.core.delete_namespaced_pod(
+                    pod,
+                    self.namespace,
+                    grace_period_seconds=0,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+                return True
+            except ApiException as exc:
+                if exc.status == 404 and _not_found_kind(exc) == "pods":
+                    return False
+                raise
+
+        return self.call(f"delete pods {pod}", delete)
 
     def pod_log(self, pod: str, tail_lines: int, previous: bool = False) -> str:
         """The last ``tail_lines`` lines of a pod's training container ('' when there are none)."""

@@ -21,6 +21,7 @@ from bench.backends.k8s.errors import Conflict, K8sError, is_transient
 from bench.backends.k8s.manifests import SPEC_HASH_ANNOTATION, K8sOptions, pytorchjob, to_yaml
 from bench.backends.k8s.metrics import PodMetricsSampler
 from bench.events import read_scalars
+from bench.faults import CHECKPOINT_INFO, checkpointed_epoch
 from bench.store import atomic_write_json, atomic_write_text
 
 # How long the API may stay unreachable while a job runs before the trial is given up.
@@ -220,6 +221,31 @@ class K8sHandle:
         self._delete()
         self.finished_at = time.time()
 
+    # -- fault injection
+    def checkpointed_epoch(self) -> int:
+        """The epoch in ``checkpoints/last.json`` on the volume, through the file server."""
+        run_dir = fetch.volume_path(self.spec.run_dir, self.opts.mount_path)
+        try:
+            return checkpointed_epoch(self.client.proxy_get(f"{run_dir}/{CHECKPOINT_INFO}"))
+        except K8sError:
+            return 0  # no progress seen at this poll; the next one asks again
+
+    def kill_worker(self, rank: int) -> bool:
+        """Delete rank ``rank``'s pod (no grace period); False if it is not running now."""
+        pod = next((p for p in self.pods if p.worker == f"rank{rank}"), None)
+        if pod is None or pod.phase != "Running":
+            return False
+        try:
+            deleted = self.client.delete_pod(pod.name)
+        except K8sError as exc:
+            problem = f"could not delete pod {pod.name} to inject a fault: {exc}"
+            if problem not in self.problems:  # the injector tries again at every poll
+                self.problems.append(problem)
+            return False
+        if deleted:
+            _say(f"{self.spec.trial_id}: fault injected: deleted pod {pod.name} (rank {rank})")
+        return deleted
+
     # -- helpers
     def _delete(self) -> None:
         if self._deleted:
@@ -326,6 +352,12 @@ class DryRunHandle:
 
     def cancel(self, reason: str) -> None:
         pass
+
+    def checkpointed_epoch(self) -> int:
+        return 0
+
+    def kill_worker(self, rank: int) -> bool:
+        return False
 
 
 class K8sBackend:

@@ -106,10 +106,14 @@ def label_value(text: str) -> str:
     return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", value)
 
 
-def volume_paths(mount_path: str, sweep_name: str, trial_id: str) -> tuple[str, str]:
-    """(run_dir, data_root) of a trial as its pods see them on the shared volume."""
+def volume_paths(mount_path: str, sweep_name: str, trial_id: str, run_id: str) -> tuple[str, str]:
+    """(run_dir, data_root) of a trial as its pods see them on the shared volume.
+
+    ``run_id`` names one clean start of the trial: a failed or redone trial starts again in a
+    new folder rather than resuming the old checkpoint; an interrupted one keeps its folder.
+    """
     root = mount_path.rstrip("/")
-    return f"{root}/runs/{sweep_name}/{trial_id}", f"{root}/datasets"
+    return f"{root}/runs/{sweep_name}/{trial_id}/{run_id}", f"{root}/datasets"
 
 
 def pod_threads(cpu: str, cpu_limit: str | None = None) -> int:
