@@ -123,3 +123,16 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def unusable_folder(path: Path) -> str | None:
+    """Why ``path`` cannot be used (or created) as a writable folder; None when it can."""
+    path = path.absolute()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None

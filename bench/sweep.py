@@ -6,7 +6,9 @@
 
 Before Hydra runs anything, every job of the sweep is composed and validated, so a bad value
 anywhere in the grid (workers=0, epochs=-1, workers=abc, backend=nope, dataset=nope) stops the
-command with one line and nothing written. At the end of a multirun the sweep's Table 1 is
+command with one line and nothing written; so does a results_dir or data_root that cannot be
+written, or (backend=k8s) a kubeconfig that is missing or a cluster that does not answer.
+``--verbose`` (``-v``) adds the traceback to such errors, here and in the trainers. At the end of a multirun the sweep's Table 1 is
 written to results/<sweep>/table.md and table.csv and printed.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -25,10 +28,20 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bench.results import write_table
+from bench.store import unusable_folder
 from bench.trial import run_trial
-from trainer.config import ConfigError, compose, fail, one_line, register_configs, validate
+from trainer.config import (
+    ConfigError,
+    compose,
+    fail,
+    one_line,
+    register_configs,
+    take_verbose_flag,
+    validate,
+)
 
 _TOTAL_TRIALS = 1
+PREFLIGHT_JOB = "gnn-bench-preflight"  # looked up (never created) to check that a cluster answers
 # The count also reaches trials run in other processes (hydra/launcher=bench_parallel).
 TOTAL_TRIALS_ENV = "GNN_BENCH_SWEEP_TRIALS"
 
@@ -53,15 +66,64 @@ def expand_jobs(argv: list[str]) -> list[list[str]]:
 
 
 def preflight(argv: list[str]) -> int:
-    """Compose and validate every job; returns how many trials will run."""
+    """Compose and validate every job, check its folders and, once per cluster, that the cluster
+    answers; returns how many trials will run. Nothing is written."""
+    check_options(argv)
     jobs = expand_jobs(argv)
+    clusters_checked: set[tuple] = set()
     for job in jobs:
         try:
-            validate(compose(job))
+            cfg = compose(job)
+            validate(cfg)
+            check_folders(cfg)
+            if cfg.backend.name == "k8s" and not cfg.backend.dry_run:
+                cluster = (cfg.backend.kubeconfig, cfg.backend.context, cfg.backend.namespace)
+                if cluster not in clusters_checked:
+                    check_cluster(cfg)
+                    clusters_checked.add(cluster)
         except ConfigError as exc:
             label = f" (trial {' '.join(job)})" if len(jobs) > 1 else ""
             raise ConfigError(f"{exc}{label}") from exc
     return len(jobs)
+
+
+def check_options(argv: list[str]) -> None:
+    """Options (``-x``, ``--xyz``) Hydra does not know give one line, not argparse's usage."""
+    from hydra._internal.utils import get_args_parser
+
+    _, unknown = get_args_parser().parse_known_args(argv)
+    flags = [a for a in unknown if a.startswith("-")]
+    if flags:
+        raise ConfigError(f"unknown option {flags[0]}: the options are --multirun (-m), "
+                          "--verbose (-v), --cfg job and Hydra's others (--help lists them); "
+                          "settings are key=value")
+
+
+def check_folders(cfg: DictConfig) -> None:
+    """results/<sweep> must be writable; locally, data_root must be (or become) a folder."""
+    problem = unusable_folder(Path(cfg.results_dir) / cfg.sweep_name)
+    if problem:
+        raise ConfigError(f"results_dir={cfg.results_dir} cannot hold results ({problem}): "
+                          "set results_dir=<a writable folder>")
+    data_root = Path(cfg.data_root)
+    if cfg.backend.name == "local" and not data_root.is_dir():
+        problem = unusable_folder(data_root)
+        if problem:
+            raise ConfigError(f"data_root={cfg.data_root} cannot hold datasets ({problem}): set "
+                              "data_root=<a writable folder> or GNN_BENCH_DATA")
+
+
+def check_cluster(cfg: DictConfig) -> None:
+    """The kubeconfig loads, the API server answers and the training operator is installed
+    (one GET of a PyTorchJob, a verb the harness's Role has)."""
+    from bench.backends.k8s.client import K8sError, KubeClient
+    from bench.backends.k8s.manifests import K8sOptions
+    from trainer.config import resolve_plain
+
+    try:
+        KubeClient(K8sOptions.from_mapping(resolve_plain(cfg.backend))).get_job(PREFLIGHT_JOB)
+    except K8sError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 class TableCallback(Callback):
@@ -100,6 +162,7 @@ def _trial(cfg: DictConfig) -> None:
 def main() -> None:
     global _TOTAL_TRIALS
     register_configs()
+    sys.argv[1:] = take_verbose_flag(sys.argv[1:])  # Hydra parses sys.argv itself
     try:
         _TOTAL_TRIALS = preflight(sys.argv[1:])
     except ConfigError as exc:

@@ -5,7 +5,8 @@
 
 Started by torchrun locally or by the Kubeflow training operator in a pod, it reads RANK,
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT from the environment (and runs alone when
-they are absent). Its arguments are Hydra overrides of the project's ``conf/``.
+they are absent). Its arguments are Hydra overrides of the project's ``conf/``; ``--verbose``
+adds tracebacks to its one-line errors.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import os
 import sys
 import traceback
 
-from trainer.config import ConfigError, compose, fail, validate_trainer
+from trainer.config import ConfigError, compose, fail, take_verbose_flag, validate_trainer, verbose
 
 
 def main(argv: list[str]) -> None:
     try:
-        cfg = compose(argv)
+        cfg = compose(take_verbose_flag(argv))
         validate_trainer(cfg.dataset, cfg.model, cfg.train)
         if cfg.epochs < 1:
             raise ConfigError(f"epochs={cfg.epochs} is invalid: it must be >= 1 (e.g. epochs=10)")
@@ -34,6 +35,8 @@ def main(argv: list[str]) -> None:
     try:
         trainer.run()
     except (DatasetError, CheckpointError) as exc:
+        if verbose():
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr, flush=True)
         code = 3
     except BaseException:

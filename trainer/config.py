@@ -11,8 +11,10 @@ Each component receives only its own slice: the trainer gets ``cfg.dataset``, ``
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,8 +160,14 @@ def validate(cfg: DictConfig) -> None:
     validate_trainer(cfg.dataset, cfg.model, cfg.train)
     if cfg.backend.backoff_limit < 0:
         raise ConfigError(f"backend.backoff_limit={cfg.backend.backoff_limit} must be >= 0")
-    if cfg.backend.sample_interval_s <= 0:
-        raise ConfigError("backend.sample_interval_s must be > 0 (e.g. backend.sample_interval_s=1)")
+    for key, example in (("sample_interval_s", 1), ("poll_interval_s", 0.5), ("timeout_s", 3600)):
+        if cfg.backend[key] <= 0:
+            raise ConfigError(f"backend.{key}={cfg.backend[key]} is invalid: it must be > 0 "
+                              f"(e.g. backend.{key}={example})")
+    name = str(cfg.sweep_name)
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ConfigError(f"sweep_name={name} is invalid: it must be one folder name, without '/' "
+                          "(e.g. sweep_name=table1)")
     _positive("backend.cores", cfg.backend.cores, "or leave it null", allow_none=True)
     _positive("backend.max_parallel", cfg.backend.max_parallel, "e.g. backend.max_parallel=2")
     if cfg.backend.name == "k8s":
@@ -303,6 +311,10 @@ def one_line(exc: BaseException) -> str:
         exc = exc.__cause__ or exc.__context__
     lines = [line.strip() for e in chain for line in str(e).splitlines() if line.strip()]
     text = " ".join(lines)
+    override = next((e.override for e in chain if getattr(e, "override", None)), None)
+    if override is not None:  # Hydra's OverrideParseException
+        return (f"cannot parse {override} ({lines[0] if lines else 'syntax error'}): write "
+                "key=value, or key=a,b,c with -m to sweep; quote values with special characters")
     missing = re.search(r"Could not find '(\w+)/([^']+)'", text)
     if missing:
         group, option = missing.groups()
@@ -325,7 +337,29 @@ def resolve_plain(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
 
 
+VERBOSE_ENV = "GNN_BENCH_VERBOSE"  # set by --verbose; inherited by the trainers of a sweep
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def take_verbose_flag(argv: list[str]) -> list[str]:
+    """``argv`` without ``--verbose``/``-v``; either one turns on tracebacks (here and in every
+    process started from here)."""
+    rest = [a for a in argv if a not in ("--verbose", "-v")]
+    if len(rest) != len(argv):
+        os.environ[VERBOSE_ENV] = "1"
+    return rest
+
+
 def fail(message: str, code: int = 2) -> None:
-    """Print one error line and exit: the user-facing failure path of every entry point."""
+    """Print one error line and exit: the user-facing failure path of every entry point.
+
+    With ``--verbose`` (or GNN_BENCH_VERBOSE=1) the traceback of the error being handled, if
+    any, comes first.
+    """
+    if verbose() and sys.exc_info()[0] is not None:
+        traceback.print_exc()
     print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(code)

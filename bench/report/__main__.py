@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
+from pathlib import Path
 
 from bench.report.build import write_report
 from bench.report.load import NoResultsError
 from bench.report.scaling import POLICIES
+from bench.store import unusable_folder
+from trainer.config import take_verbose_flag, verbose
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -38,15 +42,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = take_verbose_flag(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     command = "python -m bench.report " + " ".join(argv)
+    out = Path(args.out or args.sweep_dir)
+    problem = unusable_folder(out)
+    if problem:
+        print(f"error: {out} cannot hold the report ({problem}): give --out <a writable folder>",
+              file=sys.stderr, flush=True)
+        return 2
     try:
         report = write_report(
             args.sweep_dir, args.out, args.trial, formats, args.fit_oversubscribed, command=command
         )
-    except (NoResultsError, ValueError) as exc:
+    except (NoResultsError, ValueError, OSError) as exc:
+        if verbose():
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     print(f"Table 1 ({report.out_dir}/table.md):\n\n{report.table_md}")

@@ -11,11 +11,12 @@ from __future__ import annotations
 import sys
 import time
 
-from trainer.config import ConfigError, compose, fail, validate_trainer
+from trainer.config import ConfigError, compose, fail, take_verbose_flag, validate_trainer
 from trainer.data.dataset import DatasetError, dataset_root, load_graph
 
 
 def main(argv: list[str]) -> None:
+    argv = take_verbose_flag(argv)
     if not argv or argv[0] != "prepare":
         fail("usage: python -m trainer.data prepare [dataset=<preset>] [data_root=<dir>]")
     try:
