@@ -31,6 +31,84 @@ def crow_from_sorted_targets(dst: torch.Tensor, n_dst: int) -> torch.Tensor:
     return crow
 
 
+class _SageLayer(torch.autograd.Function):
+    """One SAGEConv (sum or mean aggregation, root weight, no projection or normalisation) as a
+    single autograd node: ``lin_l(aggr(x)) + lin_r(x[:n_dst])`` with the two matmuls written
+    into one output, and a backward that
+
+    - computes only the gradients that are needed (layer 0's input is the raw features),
+    - writes the gradient of ``x[:n_dst]`` into the gradient of ``x`` in place (autograd would
+      materialise a zero-filled copy of ``x``'s size for the slice and add it), and
+    - aggregates backward through the transposed adjacency built with one stable ``argsort``
+      (``torch.sparse.mm(..., reduce)``'s own backward sorts ``(row, col)`` pairs and
+      materialises more).
+
+    Forward values are those of ``SAGEConv`` with ``torch.sparse.mm(adj, x, reduce)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w_l, b_l, w_r, adj, reduce, start, end):  # noqa: D102
+        agg = torch.sparse.mm(adj, x, reduce) if reduce == "mean" else torch.sparse.mm(adj, x)
+        out = torch.addmm(b_l, agg, w_l.t()) if b_l is not None else agg @ w_l.t()
+        out.addmm_(x[start:end], w_r.t())
+        if any(ctx.needs_input_grad[:4]):
+            ctx.save_for_backward(x, agg, w_l, w_r)
+            ctx.adj, ctx.reduce, ctx.start, ctx.end = adj, reduce, start, end
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        x, agg, w_l, w_r = ctx.saved_tensors
+        start, end = ctx.start, ctx.end
+        need_x, need_wl, need_bl, need_wr = ctx.needs_input_grad[:4]
+        grad = grad.contiguous()
+        grad_x = grad_wl = grad_bl = grad_wr = None
+        if need_wl:
+            grad_wl = grad.t() @ agg
+        if need_bl:
+            grad_bl = grad.sum(0)
+        if need_wr:
+            grad_wr = grad.t() @ x[start:end]
+        if need_x:
+            grad_agg = grad @ w_l  # (n_dst, f_in)
+            adj = ctx.adj
+            crow, col = adj.crow_indices(), adj.col_indices()
+            if ctx.reduce == "mean":
+                deg = (crow[1:] - crow[:-1]).clamp_(min=1).to(grad_agg.dtype)
+                grad_agg = grad_agg.div_(deg.unsqueeze(1))
+            grad_x = torch.sparse.mm(_transpose(crow, col, x.shape[0]), grad_agg, "sum")
+            grad_x[start:end].addmm_(grad, w_r)
+        return grad_x, grad_wl, grad_bl, grad_wr, None, None, None, None
+
+
+def _transpose(crow: torch.Tensor, col: torch.Tensor, n_src: int) -> torch.Tensor:
+    """The (n_src x n_dst) transpose of a 0/1 CSR matrix as CSR: one stable argsort of its
+    column indices (each transposed row keeps the order of its entries)."""
+    n_dst = crow.numel() - 1
+    row = torch.repeat_interleave(torch.arange(n_dst, device=col.device), crow.diff())
+    order = torch.argsort(col, stable=True)
+    crow_t = torch.zeros(n_src + 1, dtype=torch.long, device=col.device)
+    crow_t[1:] = torch.bincount(col, minlength=n_src).cumsum(0)
+    values = torch.ones(col.numel(), device=col.device)
+    return torch.sparse_csr_tensor(crow_t, row[order], values, size=(n_src, n_dst))
+
+
+def _fusable(conv: SAGEConv) -> bool:
+    return (conv.aggr in SPARSE_AGGRS and conv.root_weight and not conv.project
+            and not conv.normalize and getattr(conv.lin_r, "bias", None) is None)
+
+
+def sage_conv(conv: SAGEConv, x: torch.Tensor, adj: torch.Tensor, start: int,
+              end: int) -> torch.Tensor:
+    """``conv((x, x[start:end]), adj)`` for a CSR ``adj`` ((end - start) x len(x)), fused when
+    the layer allows it."""
+    if not _fusable(conv):
+        return conv((x, x[start:end]), adj)
+    reduce = "mean" if conv.aggr == "mean" else "sum"
+    return _SageLayer.apply(x, conv.lin_l.weight, conv.lin_l.bias, conv.lin_r.weight, adj,
+                            reduce, start, end)
+
+
 class SAGE(nn.Module):
     """``num_layers`` SAGEConv layers; ReLU and dropout between them, none after the last."""
 
@@ -43,7 +121,10 @@ class SAGE(nn.Module):
     def _activate(self, h: torch.Tensor, layer: int) -> torch.Tensor:
         if layer == len(self.convs) - 1:
             return h
-        return F.dropout(F.relu(h), p=self.dropout, training=self.training)
+        h = F.relu_(h)  # in place: h is a fresh layer output nothing else holds
+        if self.dropout > 0:
+            h = F.dropout(h, p=self.dropout, training=self.training)
+        return h
 
     def forward(self, x: torch.Tensor, sub: Subgraph) -> torch.Tensor:
         """Embeddings of the seeds of ``sub``; ``x`` holds the features of all its nodes.
@@ -55,11 +136,14 @@ class SAGE(nn.Module):
         for i, conv in enumerate(self.convs):
             n_src, n_dst = sub.cum_nodes[num_layers - i], sub.cum_nodes[num_layers - i - 1]
             edge_index = sub.edge_index[:, : sub.cum_edges[num_layers - i]]
+            if x.shape[0] != n_src:  # a no-op slice would still cost a zero-filled grad
+                x = x[:n_src]
             if conv.aggr in SPARSE_AGGRS:  # edges are sorted by target (see trainer/sampler.py)
                 crow = crow_from_sorted_targets(edge_index[1], n_dst)
-                edge_index = csr_adjacency(edge_index[0], crow, n_dst, n_src)
-            x = x[:n_src]
-            x = self._activate(conv((x, x[:n_dst]), edge_index), i)
+                adjacency = csr_adjacency(edge_index[0], crow, n_dst, n_src)
+                x = self._activate(sage_conv(conv, x, adjacency, 0, n_dst), i)
+            else:
+                x = self._activate(conv((x, x[:n_dst]), edge_index), i)
         return x
 
     @torch.no_grad()
@@ -71,6 +155,7 @@ class SAGE(nn.Module):
         if conv.aggr in SPARSE_AGGRS:
             crow = (indptr[start : end + 1] - lo).to(h.device)
             adjacency = csr_adjacency(indices[lo:hi].to(h.device), crow, end - start, h.shape[0])
+            return self._activate(sage_conv(conv, h, adjacency, start, end), i)
         else:
             deg = indptr[start + 1 : end + 1] - indptr[start:end]
             dst = torch.repeat_interleave(torch.arange(end - start), deg)

@@ -82,6 +82,21 @@ def epoch_batches(num_edges: int, batch_size: int, epoch: int, seed: int, rank: 
     return [shard[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
 
 
+class _PhaseClock:
+    """Adds the seconds since the previous call to ``times[name]``; does nothing without times."""
+
+    def __init__(self, times: dict[str, float] | None):
+        self.times = times
+        self.last = time.perf_counter() if times is not None else 0.0
+
+    def __call__(self, name: str) -> None:
+        if self.times is None:
+            return
+        now = time.perf_counter()
+        self.times[name] = self.times.get(name, 0.0) + now - self.last
+        self.last = now
+
+
 class Trainer:
     def __init__(self, cfg):
         self.dataset_cfg, self.model_cfg, self.train_cfg = cfg.dataset, cfg.model, cfg.train
@@ -97,6 +112,10 @@ class Trainer:
         self.history = History()
         self.first_step_time: float | None = None
         self.time_start = time.time()
+        self.phase_times: dict[str, float] | None = None  # set to {} to time train_step's phases
+        self.last_subgraph = None
+        self.load_seconds: float | None = None
+        self.test_eval_seconds: float | None = None
 
     # ---------------------------------------------------------------- phases
     def init_distributed(self) -> None:
@@ -135,7 +154,9 @@ class Trainer:
         if threads:
             torch.set_num_threads(threads)
         # Data first: a bad dataset fails on every rank before anyone waits in a rendezvous.
+        started = time.perf_counter()
         self.graph = load_graph(self.dataset_cfg, self.data_root)
+        self.load_seconds = time.perf_counter() - started
         self.init_distributed()
         torch.manual_seed(self.seed)
         model = LinkModel(self.graph.x.shape[1], self.model_cfg).to(self.device)
@@ -157,22 +178,37 @@ class Trainer:
             )
 
     def train_step(self, batch: Batch, generator: torch.Generator | None = None) -> float:
-        """One optimiser step on ``batch``; returns its loss (mean over its edges)."""
+        """One optimiser step on ``batch``; returns its loss (mean over its edges).
+
+        With ``self.phase_times`` set to a dict, the seconds of each phase are added to it and
+        the step's subgraph is kept in ``self.last_subgraph`` (benchmarks/efficiency.py).
+        """
+        clock = _PhaseClock(self.phase_times)
         nodes, inverse = torch.unique(torch.cat([batch.src, batch.dst, batch.neg]), return_inverse=True)
         b = batch.src.numel()
+        clock("seeds")
         sub = self.sampler(nodes, generator)
+        clock("sample")
         if self.train_cfg.exclude_target_edges:
             sub = drop_edges(sub, batch.src, batch.dst, self.graph.num_nodes)
+        clock("drop_edges")
         x = self.graph.x[sub.n_id].to(self.device, non_blocking=True)
         sub.edge_index = sub.edge_index.to(self.device)
         inverse = inverse.to(self.device)
+        clock("gather")
         pos, neg = self.ddp(x, sub, inverse[:b], inverse[b : 2 * b], inverse[2 * b :])
         loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + \
             F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg))
+        clock("forward")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        clock("backward")  # includes DDP's gradient all-reduce when world > 1
         self.optimizer.step()
-        return loss.item()
+        value = loss.item()
+        clock("optimizer")
+        if self.phase_times is not None:
+            self.last_subgraph = sub
+        return value
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         train = self.graph.split["train"]
@@ -262,6 +298,7 @@ class Trainer:
             self.log(epoch, figures)
             self.save_checkpoint(epoch)
         test = self.evaluate("test", self.train_cfg.test_sources)
+        self.test_eval_seconds = test["time/eval_s"]
         self.log(self.epochs, {k: v for k, v in test.items() if k.startswith("test/")})
         summary = self.summary(test)
         if self.rank == 0:
@@ -324,6 +361,10 @@ class Trainer:
             "test_hits@10": test.get("test/hits@10"),
             "epoch_times_s": [e["time/epoch_s"] for e in self.history.epochs],
             "edges_per_s": [e["train/edges_per_s"] for e in self.history.epochs],
+            "train_times_s": [e.get("time/train_s") for e in self.history.epochs],
+            "eval_times_s": [e.get("time/eval_s") for e in self.history.epochs],
+            "test_eval_s": self.test_eval_seconds,
+            "load_s": self.load_seconds,  # this attempt's dataset load (prepare + memory-map)
             "num_nodes": self.graph.num_nodes,
             "num_train_edges": self.graph.num_train_edges,
             "time_start_unix": self.time_start,
