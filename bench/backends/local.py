@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from bench.backends.base import JobState, JobStatus, TrialSpec
 from bench.faults import CHECKPOINT_INFO, checkpointed_epoch
 from bench.resources import torchrun_workers
@@ -76,6 +78,9 @@ class LocalHandle:
         self._cancel_reason: str | None = None
         self._finished_at: float | None = None
         self._pids_seen: dict[str, set[int]] = {}
+        # The workers found by the last workers() walk, so that poll() can tell that they still
+        # run from their own /proc entries instead of walking the process tree every time.
+        self._last_workers: dict[str, psutil.Process] = {}
 
     # -- TrialHandle
     def poll(self) -> JobStatus:
@@ -97,8 +102,14 @@ class LocalHandle:
 
     def workers(self) -> dict[str, int]:
         found = torchrun_workers(self.process.pid)
+        live: dict[str, psutil.Process] = {}
         for name, pid in found.items():
             self._pids_seen.setdefault(name, set()).add(pid)
+            try:
+                live[name] = psutil.Process(pid)  # remembers the creation time: no pid reuse
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        self._last_workers = live
         return found
 
     def fetch_events(self, dest: Path) -> None:
@@ -154,8 +165,17 @@ class LocalHandle:
         return max(0, len(self._pids_seen.get("rank0", ())) - 1)
 
     def _restarting(self) -> bool:
-        """No worker alive although some ran before: torchrun is restarting the group."""
-        return bool(self._pids_seen) and not self.workers()
+        """No worker alive although some ran before: torchrun is restarting the group.
+
+        While every worker of the last walk still runs the answer is no, without a walk (the
+        walk reads every process of the machine and each descendant's environment); only
+        when one of them has gone is the tree walked again.
+        """
+        if not self._pids_seen:
+            return False
+        if self._last_workers and all(_running(p) for p in self._last_workers.values()):
+            return False
+        return not self.workers()
 
     def _failure_reason(self, code: int, restarts: int) -> str:
         for line in reversed(self.logs(200).splitlines()):
@@ -163,6 +183,14 @@ class LocalHandle:
                 return line.split("error:", 1)[1].strip()
         prefix = f"exceeded backoff limit ({restarts} restarts); " if restarts >= self.spec.backoff_limit > 0 else ""
         return f"{prefix}torchrun exited with code {code}; see logs/workers.log"
+
+
+def _running(process: psutil.Process) -> bool:
+    """The process (same pid and creation time) exists and has not exited."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
 
 
 class LocalBackend:
