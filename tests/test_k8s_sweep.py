@@ -243,7 +243,9 @@ def test_three_pod_deletions_within_or_beyond_the_backoff_limit(
     survived with backoffLimit 3, and fail the trial cleanly, naming the limit, with 1."""
     with FakeKube(volume, metrics_window_s=1.0, role_rules=load_role_rules(RBAC)) as fake:
         kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
-        args = k8s_args(kubeconfig, "workers=2", "epochs=5", "fault.kill_at_epoch=1",
+        # Tiny epochs take well under a second: a fault can land an epoch or two after the one
+        # asked for (bench/faults.py), so the run has room for three late ones.
+        args = k8s_args(kubeconfig, "workers=2", "epochs=9", "fault.kill_at_epoch=1",
                         "fault.count=3", "fault.rank=1", f"backend.backoff_limit={backoff_limit}",
                         "sweep_name=f3")
         out = run(sweep_cmd(*args), tmp_path)
