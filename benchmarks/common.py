@@ -106,3 +106,13 @@ def load_graph(dataset: str = "medium", data_root: str | None = None):
 
     cfg = compose([f"dataset={dataset}"] + ([f"data_root={data_root}"] if data_root else []))
     return load(cfg.dataset, cfg.data_root)
+
+
+def trainer_config(dataset: str, run_dir: str, seed: int, threads: int,
+                   data_root: str | None = None):
+    """The trainer's composed config for a one-worker benchmark run."""
+    from trainer.config import compose
+
+    overrides = [f"dataset={dataset}", f"run_dir={run_dir}", f"seed={seed}",
+                 f"train.threads={threads}"]
+    return compose(overrides + ([f"data_root={data_root}"] if data_root else []))

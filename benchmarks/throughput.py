@@ -20,7 +20,7 @@ import statistics
 import tempfile
 import time
 
-from benchmarks.common import line, ratio, save
+from benchmarks.common import line, ratio, save, trainer_config
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -129,16 +129,11 @@ def main(argv: list[str] | None = None) -> dict:
     require_stock()  # before minutes of work, not after
     import torch
 
-    from trainer.config import compose
     from trainer.model import LinkModel
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as run_dir:
-        overrides = [f"dataset={args.dataset}", f"run_dir={run_dir}", f"seed={args.seed}",
-                     f"train.threads={args.threads}"]
-        if args.data_root:
-            overrides.append(f"data_root={args.data_root}")
-        cfg = compose(overrides)
+        cfg = trainer_config(args.dataset, run_dir, args.seed, args.threads, args.data_root)
         print(f"throughput on {args.dataset}: batch {cfg.train.batch_size}, fan-outs "
               f"{list(cfg.model.fanouts)}, {cfg.model.num_layers} layers x {cfg.model.hidden}, "
               f"predictor {cfg.model.predictor}, {args.threads} threads, one worker", flush=True)

@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from benchmarks.common import line, ratio, save
+from benchmarks.common import line, load_graph, ratio, save, trainer_config
 
 # On `medium` (seed 0) ours passes 0.15 at step 10 on an early transient peak (0.171; then
 # 0.087, 0.078 at steps 20-30) and again, for good, from step ~50 (0.152, 0.161, 0.169 at steps
@@ -176,17 +176,11 @@ def main(argv: list[str] | None = None) -> dict:
         require_stock()  # before minutes of work, not after
     import torch
 
-    from benchmarks.common import load_graph
-    from trainer.config import compose
     from trainer.model import LinkModel
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-ttq-") as run_dir:
-        overrides = [f"dataset={args.dataset}", f"run_dir={run_dir}", f"seed={args.seed}",
-                     f"train.threads={args.threads}"]
-        if args.data_root:
-            overrides.append(f"data_root={args.data_root}")
-        cfg = compose(overrides)
+        cfg = trainer_config(args.dataset, run_dir, args.seed, args.threads, args.data_root)
         if args.eval_sources is None:
             args.eval_sources = cfg.train.eval_sources
         graph = load_graph(args.dataset, args.data_root)  # shared, outside both clocks

@@ -18,21 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fake_k8s import LAUNCHER_VARS
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Variables of an enclosing launcher that must not leak into the processes we start.
-_LAUNCHER_VARS = (
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_RANK",
-    "LOCAL_WORLD_SIZE",
-    "GROUP_RANK",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "TORCHELASTIC_RUN_ID",
-    "TORCHELASTIC_RESTART_COUNT",
-)
 
 
 def tiny_overrides(data_root: Path, run_dir: Path, *extra: str) -> list[str]:
@@ -56,7 +45,7 @@ def free_port() -> int:
 
 def process_env(**extra: str) -> dict[str, str]:
     """The environment of a trainer process: one thread, loopback only, no launcher leftovers."""
-    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS}
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
     env.update(OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", PYTHONUNBUFFERED="1")
     env.pop("GNN_BENCH_DATA", None)
     env.update(extra)
@@ -241,5 +230,5 @@ def private_root(tiny_root: Path, tmp_path: Path) -> Path:
 @pytest.fixture()
 def no_launcher_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process Trainers must run alone (world size 1) whatever started pytest."""
-    for name in _LAUNCHER_VARS:
+    for name in LAUNCHER_VARS:
         monkeypatch.delenv(name, raising=False)

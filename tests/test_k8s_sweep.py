@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_k8s import FakeKube, load_role_rules
+from fake_k8s import LAUNCHER_VARS, FakeKube, load_role_rules
 
 from bench.results import load_results
 
@@ -22,14 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 RBAC = REPO / "k8s" / "base" / "rbac.yaml"
 STUB = [sys.executable, str(REPO / "tests" / "fake_k8s" / "stub_trainer.py")]
 COMMON_FILES = {"result.json", "config.yaml", "summary.json", "resources.csv", "logs/workers.log"}
-_LAUNCHER_VARS = (
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_RANK",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "GNN_BENCH_DATA",
-)
 
 
 def sweep_cmd(*args: str) -> list[str]:
@@ -53,7 +45,7 @@ def k8s_args(kubeconfig: Path, *args: str) -> list[str]:
 
 
 def env(data_root: Path | None = None) -> dict[str, str]:
-    values = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS}
+    values = {k: v for k, v in os.environ.items() if k not in (*LAUNCHER_VARS, "GNN_BENCH_DATA")}
     if data_root is not None:
         values["GNN_BENCH_DATA"] = str(data_root)
     return values

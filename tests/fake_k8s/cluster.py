@@ -37,7 +37,9 @@ from typing import Any
 import psutil
 
 REPO = Path(__file__).resolve().parents[2]
-_LAUNCHER_VARS = (
+# Variables of an enclosing launcher (torchrun, an operator's pod) that must not leak into the
+# processes the tests start; tests/conftest.py and tests/test_k8s_sweep.py use them too.
+LAUNCHER_VARS = (
     "RANK",
     "WORLD_SIZE",
     "LOCAL_RANK",
@@ -46,7 +48,7 @@ _LAUNCHER_VARS = (
     "MASTER_ADDR",
     "MASTER_PORT",
     "TORCHELASTIC_RUN_ID",
-    "GNN_BENCH_DATA",
+    "TORCHELASTIC_RESTART_COUNT",
 )
 
 
@@ -337,7 +339,8 @@ class Cluster:
             for index in range(int(spec.get("replicas", 1)) if spec else 0):
                 container = spec["template"]["spec"]["containers"][0]
                 rank = index if rtype == "Master" else index + 1
-                env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS}
+                env = {k: v for k, v in os.environ.items()
+                       if k not in (*LAUNCHER_VARS, "GNN_BENCH_DATA")}
                 env.update(
                     {
                         e["name"]: self._on_volume(str(e.get("value", "")))
