@@ -29,10 +29,10 @@ test-full: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check bench trainer tests hydra_plugins
+	$(BIN)/ruff check bench trainer rundir tests hydra_plugins benchmarks
 
 format: setup
-	$(BIN)/ruff format bench trainer tests hydra_plugins
+	$(BIN)/ruff format bench trainer rundir tests hydra_plugins benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache

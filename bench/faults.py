@@ -22,24 +22,20 @@ epoch. So ``kill_at_epoch + count - 1 < epochs`` (checked when the config is com
 The trainer knows nothing of this; the harness only reads what the trial writes (event files
 and ``checkpoints/last.json``). :class:`FaultInjector` is backend-neutral: it takes a
 ``progress()`` (epochs checkpointed so far) and a ``kill(rank)``, which :func:`injector_for`
-takes from the trial's handle. Each fault is recorded in ``result.json`` (see
-:meth:`FaultInjector.records`).
+takes from the trial's handle. Each fault is recorded in ``result.json`` (a
+:class:`~bench.result.FaultRecord`, see :meth:`FaultInjector.records`).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from bench.backends.base import JobState, JobStatus, TrialHandle
+from bench.config import FaultConfig
 from bench.events import EventScalars
-
-# trainer/train.py's CHECKPOINT_INFO, under run_dir: {"epoch": N, "saved_at": unix seconds},
-# written after the checkpoint itself.
-CHECKPOINT_INFO = "checkpoints/last.json"
+from bench.result import FaultRecord
 
 
 @dataclass
@@ -80,7 +76,7 @@ class FaultInjector:
             )
         return status
 
-    def records(self, scalars: EventScalars) -> list[dict[str, Any]]:
+    def records(self, scalars: EventScalars) -> list[FaultRecord]:
         """One dict per injected fault, measured from the trial's event files.
 
         - ``recovered_at``: the first training progress after the fault: the earliest
@@ -100,17 +96,17 @@ class FaultInjector:
             recovered = _first_after(scalars, fault.injected_at)
             ended = val_done.get(fault.epoch)
             lost = max(0.0, fault.injected_at - ended) if ended is not None else None
-            out.append({
-                "epoch": fault.epoch,
-                "rank": fault.rank,
-                "injected_at": fault.injected_at,
-                "recovered_at": recovered,
-                "recovery_s": recovered - fault.injected_at if recovered is not None else None,
-                "resumed_from_epoch": fault.epoch + 1,
-                "work_lost_s": lost,
-                "epochs_redone": (lost / typical_epoch_s if lost is not None and typical_epoch_s
-                                  else None),
-            })
+            out.append(FaultRecord(
+                epoch=fault.epoch,
+                rank=fault.rank,
+                injected_at=fault.injected_at,
+                recovered_at=recovered,
+                recovery_s=recovered - fault.injected_at if recovered is not None else None,
+                resumed_from_epoch=fault.epoch + 1,
+                work_lost_s=lost,
+                epochs_redone=(lost / typical_epoch_s if lost is not None and typical_epoch_s
+                               else None),
+            ))
         return out
 
 
@@ -122,23 +118,11 @@ def _first_after(scalars: EventScalars, t: float) -> float | None:
     return None
 
 
-# ------------------------------------------------------------------ what the backends share
-
-
-def checkpointed_epoch(info: bytes | None) -> int:
-    """The epoch in the trainer's ``checkpoints/last.json`` (0 when there is none, or it is
-    unreadable: a poll that races the atomic rename simply sees no progress yet)."""
-    try:
-        return int(json.loads(info or b"{}").get("epoch", 0))
-    except (ValueError, TypeError, AttributeError):
-        return 0
-
-
-def injector_for(fault: Any, handle: TrialHandle) -> FaultInjector | None:
-    """The injector for ``cfg.fault`` (None: no fault asked for), acting through the handle:
-    ``checkpointed_epoch()`` reads progress, ``kill_worker(rank)`` kills (local: SIGKILL of the
-    worker process; Kubernetes: deletion of the worker's pod)."""
+def injector_for(fault: FaultConfig, handle: TrialHandle) -> FaultInjector | None:
+    """The injector for the trial's fault plan (None: no fault asked for), acting through the
+    handle: ``progress()`` reads the checkpointed epoch, ``kill_worker(rank)`` kills (local:
+    SIGKILL of the worker process; Kubernetes: deletion of the worker's pod)."""
     if fault.kill_at_epoch is None:
         return None
     return FaultInjector(fault.kill_at_epoch, fault.rank, fault.count,
-                         progress=handle.checkpointed_epoch, kill=handle.kill_worker)
+                         progress=lambda: handle.progress().epoch, kill=handle.kill_worker)

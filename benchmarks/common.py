@@ -18,7 +18,7 @@ RESULTS = REPO / "benchmarks" / "results"
 
 def provenance() -> dict[str, Any]:
     """Command, commit, hardware and versions, stored beside every figure."""
-    from bench.results import env_info
+    from bench.result import env_info
 
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
@@ -106,6 +106,19 @@ def load_graph(dataset: str = "medium", data_root: str | None = None):
 
     cfg = compose([f"dataset={dataset}"] + ([f"data_root={data_root}"] if data_root else []))
     return load(cfg.dataset, cfg.data_root)
+
+
+def one_worker_trainer(cfg):
+    """Our Trainer set up as a single worker (whatever launcher started us), and the seconds
+    its setup took: the start of every benchmark that times the trainer's own steps."""
+    from trainer.train import Trainer
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        os.environ.pop(var, None)
+    trainer = Trainer(cfg)
+    started = time.perf_counter()
+    trainer.setup()
+    return trainer, time.perf_counter() - started
 
 
 def trainer_config(dataset: str, run_dir: str, seed: int, threads: int,

@@ -30,6 +30,7 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
+from itertools import islice
 
 from benchmarks.common import line, ratio, save
 
@@ -121,59 +122,52 @@ def main() -> None:
     import resource
 
     import torch
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):  # one worker, whatever started us
-        os.environ.pop(var, None)
 
+    from benchmarks.common import one_worker_trainer
     from trainer.config import compose
-    from trainer.train import Batch, Trainer, _mix, epoch_batches
+    from trainer.train import StepProfile
 
     torch.set_num_threads(args.threads)
     thp = os.environ.get("THP_MEM_ALLOC_ENABLE") == "1"  # trainer.train sets it by default
     run_dir = tempfile.mkdtemp(prefix="gnn-bench-efficiency-")
     cfg = compose([f"dataset={args.dataset}", f"train.threads={args.threads}",
                    f"run_dir={run_dir}"])
-    trainer = Trainer(cfg)
-    started = time.perf_counter()
-    trainer.setup()
-    setup_s = time.perf_counter() - started
+    trainer, setup_s = one_worker_trainer(cfg)
     graph = trainer.graph
     dims = [graph.x.shape[1]] + [int(cfg.model.hidden)] * int(cfg.model.num_layers)
     batch_size = int(cfg.train.batch_size)
-    train = graph.split["train"]
-    total_steps = args.warmup + args.steps + args.profile_steps
-    batches = epoch_batches(train["source_node"].numel(), batch_size, 1, 0, 0, 1, total_steps)
-    gen = torch.Generator().manual_seed(_mix(0, 1, 0, 1))
+    epoch = trainer.epoch_steps(1, steps_cap=args.warmup + args.steps + args.profile_steps)
+    batches = iter(epoch)  # each batch's negatives drawn as it is reached, as in training
 
-    def step(ids: torch.Tensor) -> None:
-        neg = torch.randint(0, graph.num_nodes, (ids.numel(),), generator=gen)
-        trainer.train_step(Batch(train["source_node"][ids], train["target_node"][ids], neg), gen)
+    def step(batch) -> None:
+        trainer.train_step(batch, epoch.gen)
 
     print(f"efficiency: dataset={args.dataset} threads={torch.get_num_threads()} "
           f"layers={cfg.model.num_layers} hidden={cfg.model.hidden} "
           f"fanouts={list(cfg.model.fanouts)} batch={batch_size}", flush=True)
-    for ids in batches[: args.warmup]:
-        step(ids)
+    for batch in islice(batches, args.warmup):
+        step(batch)
 
     # -- timed steps: phases and FLOPs of each step
-    trainer.phase_times = {}
+    trainer.profile = profile = StepProfile()
     step_s, flops, sizes = [], defaultdict(float), defaultdict(list)
     faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for ids in batches[args.warmup : args.warmup + args.steps]:
-        before = sum(trainer.phase_times.values())
+    for batch in islice(batches, args.steps):
+        before = sum(profile.seconds.values())
         start = CLOCK()
-        step(ids)
+        step(batch)
         step_s.append(CLOCK() - start)
-        assert sum(trainer.phase_times.values()) >= before
-        sub = trainer.last_subgraph
-        for key, value in step_flops(sub.cum_nodes, sub.cum_edges, dims, ids.numel(),
-                                     ids.numel()).items():
+        assert sum(profile.seconds.values()) >= before
+        sub = profile.subgraph
+        for key, value in step_flops(sub.cum_nodes, sub.cum_edges, dims, batch.src.numel(),
+                                     batch.src.numel()).items():
             flops[key] += value
         for h, n in enumerate(sub.cum_nodes):
             sizes[f"nodes_within_{h}_hops"].append(n)
         sizes["edges"].append(sub.cum_edges[-1])
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / len(step_s)
-    phases = dict(trainer.phase_times)
-    trainer.phase_times = None
+    phases = dict(profile.seconds)
+    trainer.profile = None
     steps = len(step_s)
     seconds = sum(step_s)
     per_step = {k: v / steps for k, v in flops.items()}
@@ -185,8 +179,8 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for ids in batches[args.warmup + args.steps :]:
-            step(ids)
+        for batch in batches:
+            step(batch)
     by_class: dict[str, float] = defaultdict(float)
     top = []
     for evt in prof.key_averages():

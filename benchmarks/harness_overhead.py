@@ -5,7 +5,7 @@
 
 Runs ``python -m bench.sweep dataset=tiny workers=1,2 epochs=2 -m results_dir=<tmp>`` in a child
 process that wraps the sweep (``--inner``): before the sweep starts it instruments, in that
-process only, the sampler's tick (``ResourceSampler._sample_once``), the backend's
+process only, the sampler's tick (``Sampler.sample_once``), the backend's
 ``LocalHandle.poll`` and the wait loop, with ``time.thread_time`` (CPU of the calling thread)
 and ``resource.getrusage(RUSAGE_SELF)`` (CPU of the whole harness process, all its threads, not
 its torchrun children), and writes the totals when the process exits.
@@ -49,19 +49,19 @@ def _cpu_self() -> float:
 
 def _instrument(out_path: Path) -> None:
     """Wrap the sampler tick, poll and wait with CPU counters; dump them at exit."""
-    import bench.sweep
     import bench.trial
-    from bench.backends.local import LocalHandle
-    from bench.resources import ResourceSampler
+    from bench.backends.local.handle import LocalHandle
+    from bench.callbacks import ReportCallback
+    from bench.sampling import Sampler
 
     counters: dict[str, float] = {"sampler_cpu_s": 0.0, "sampler_ticks": 0, "poll_cpu_s": 0.0,
                                   "polls": 0, "follow_cpu_s": 0.0, "follow_wall_s": 0.0,
                                   "trials_followed": 0, "startup_cpu_s": 0.0,
                                   "report_cpu_s": 0.0, "report_wall_s": 0.0}
-    sample_once, poll, wait = ResourceSampler._sample_once, LocalHandle.poll, bench.trial.wait
-    report = bench.sweep.TableCallback.on_multirun_end
+    sample_once, poll, wait = Sampler.sample_once, LocalHandle.poll, bench.trial.wait
+    report = ReportCallback.on_multirun_end
 
-    def timed_sample_once(self: ResourceSampler) -> None:
+    def timed_sample_once(self: Sampler) -> None:
         start = time.thread_time()
         try:
             sample_once(self)
@@ -96,10 +96,10 @@ def _instrument(out_path: Path) -> None:
             counters["report_cpu_s"] += _cpu_self() - cpu
             counters["report_wall_s"] += time.monotonic() - wall
 
-    ResourceSampler._sample_once = timed_sample_once  # type: ignore[method-assign]
+    Sampler.sample_once = timed_sample_once  # type: ignore[method-assign]
     LocalHandle.poll = timed_poll  # type: ignore[method-assign]
     bench.trial.wait = timed_wait
-    bench.sweep.TableCallback.on_multirun_end = timed_report  # type: ignore[method-assign]
+    ReportCallback.on_multirun_end = timed_report  # type: ignore[method-assign]
 
     def dump() -> None:
         usage = resource.getrusage(resource.RUSAGE_SELF)

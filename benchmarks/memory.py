@@ -107,7 +107,7 @@ def read_memory(process: psutil.Process, dataset_dir: str | None = None) -> dict
 def measure_workers(agent_pid: int, workers: int, dataset_dir: str | None = None,
                     ) -> tuple[dict[str, int], list[dict[str, int]]] | None:
     """Summed and per-worker memory of the job's workers, or None unless all of them run."""
-    from bench.resources import torchrun_workers
+    from bench.backends.local.processes import torchrun_workers
 
     found = torchrun_workers(agent_pid)
     if len(found) < workers:

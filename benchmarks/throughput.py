@@ -55,27 +55,18 @@ def _summary(step_s: list[float], edges: list[int]) -> dict[str, float]:
 
 def measure_ours(cfg, steps: int, warmup: int) -> tuple[dict[str, float], object]:
     """Our trainer's train_step on the batches of epoch 1, as train_epoch builds them."""
-    import torch
 
+    from benchmarks.common import one_worker_trainer
     from benchmarks.stock import LayerRows
-    from trainer.train import Batch, Trainer, _mix, epoch_batches
 
-    trainer = Trainer(cfg)
-    setup_started = time.perf_counter()
-    trainer.setup()
-    setup_s = time.perf_counter() - setup_started
+    trainer, setup_s = one_worker_trainer(cfg)
     graph = trainer.graph
-    train = graph.split["train"]
-    src_all, dst_all = train["source_node"], train["target_node"]
     warmup = max(warmup, 1)  # the first (unmeasured) step counts the layers' rows
-    batches = epoch_batches(src_all.numel(), cfg.train.batch_size, 1, trainer.seed, 0, 1,
-                            warmup + steps)
-    gen = torch.Generator().manual_seed(_mix(trainer.seed, 1, 0, 1))
+    steps_of_epoch = trainer.epoch_steps(1, steps_cap=warmup + steps)
+    gen = steps_of_epoch.gen
     trainer.model.train()
     step_s, edges, losses = [], [], []
-    for i, ids in enumerate(batches):
-        neg = torch.randint(0, graph.num_nodes, (ids.numel(),), generator=gen)
-        batch = Batch(src_all[ids], dst_all[ids], neg)
+    for i, batch in enumerate(steps_of_epoch):
         if i == 0:
             with LayerRows(trainer.model.encoder) as rows:
                 trainer.train_step(batch, gen)
@@ -85,7 +76,7 @@ def measure_ours(cfg, steps: int, warmup: int) -> tuple[dict[str, float], object
         seconds = time.perf_counter() - started
         if i >= warmup:
             step_s.append(seconds)
-            edges.append(ids.numel())
+            edges.append(batch.src.numel())
             losses.append(loss)
     trainer.close()
     out = _summary(step_s, edges)

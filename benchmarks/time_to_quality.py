@@ -108,32 +108,22 @@ def race(name: str, started: float, step: Callable[[], int], validate: Callable[
 
 def run_ours(cfg, args) -> dict:
     """The trainer's own setup, train_step and evaluate, on train_epoch's batches."""
-    import torch
-
-    from trainer.train import Batch, Trainer, _mix, epoch_batches
+    from benchmarks.common import one_worker_trainer
 
     started = time.perf_counter()
-    trainer = Trainer(cfg)
-    trainer.setup()
-    graph = trainer.graph
-    train = graph.split["train"]
-    src_all, dst_all = train["source_node"], train["target_node"]
-    state = {"epoch": 0, "batches": iter(()), "gen": None}
+    trainer, _ = one_worker_trainer(cfg)
+    state = {"epoch": 0, "steps": None, "batches": iter(())}
 
     def step() -> int:
-        ids = next(state["batches"], None)
-        if ids is None:  # a new epoch, as train_epoch starts it
+        batch = next(state["batches"], None)
+        if batch is None:  # a new epoch, as train_epoch starts it
             state["epoch"] += 1
-            epoch = state["epoch"]
-            state["batches"] = iter(epoch_batches(src_all.numel(), cfg.train.batch_size, epoch,
-                                                  trainer.seed, 0, 1, None))
-            state["gen"] = torch.Generator().manual_seed(_mix(trainer.seed, epoch, 0, 1))
-            torch.manual_seed(_mix(trainer.seed, epoch, 0, 2))
+            state["steps"] = trainer.epoch_steps(state["epoch"], steps_cap=None)
+            state["batches"] = iter(state["steps"])
             trainer.model.train()
-            ids = next(state["batches"])
-        neg = torch.randint(0, graph.num_nodes, (ids.numel(),), generator=state["gen"])
-        trainer.train_step(Batch(src_all[ids], dst_all[ids], neg), state["gen"])
-        return ids.numel()
+            batch = next(state["batches"])
+        trainer.train_step(batch, state["steps"].gen)
+        return batch.src.numel()
 
     def validate() -> float:
         return trainer.evaluate("valid", args.eval_sources)["val/mrr"]

@@ -3,6 +3,7 @@ the trainer resumes, and result.json records each fault and its recovery."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -10,11 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from bench.backends import backend_for
 from bench.backends.base import JobState, JobStatus
+from bench.config import compose, split, validate
 from bench.events import EventScalars, ScalarPoint
-from bench.faults import FaultInjector, checkpointed_epoch, injector_for
-from bench.results import load_results
-from trainer.config import ConfigError, compose, validate
+from bench.faults import FaultInjector, injector_for
+from bench.result import load_results
+from rundir import CheckpointInfo
+from trainer.config import ConfigError
 
 
 def sweep(args: list[str], data_root: Path, cwd: Path, timeout: float = 150) -> subprocess.CompletedProcess:
@@ -44,7 +48,9 @@ def test_bad_fault_settings_are_one_line_config_errors(overrides, message):
 
 
 def test_the_default_is_no_fault_and_leaves_trial_keys_unchanged():
-    from bench.trial import trainer_overrides, trial_identity
+    def trial_identity(cfg):
+        trial = split(cfg)
+        return trial.trial_id, trial.config_key
 
     plain = compose(["workers=2", "epochs=6", "sweep_name=s"])
     validate(plain)
@@ -55,8 +61,10 @@ def test_the_default_is_no_fault_and_leaves_trial_keys_unchanged():
     # The key of a fault-free trial does not mention faults (results from before still match).
     assert trial_identity(plain) == trial_identity(compose(["workers=2", "epochs=6", "sweep_name=s",
                                                             "fault.rank=1"]))
-    assert not any(o.startswith("fault") for o in trainer_overrides(faulty, "run", 1))
-    assert injector_for(plain.fault, None) is None
+    trial = split(faulty)
+    assert not any(o.startswith("fault") for o in backend_for(trial.backend).plan(trial)
+                   .trainer_overrides)
+    assert injector_for(split(plain).fault, None) is None
 
 
 # ------------------------------------------------------------------ the injector, table-driven
@@ -110,7 +118,7 @@ def test_records_measure_recovery_and_work_lost_from_events():
         "time/epoch_s": [ScalarPoint(1, 0, 1.0), ScalarPoint(2, 0, 2.0), ScalarPoint(3, 0, 2.0)],
         "train/loss_step": [ScalarPoint(10, t - 0.2, 1.0), ScalarPoint(10, t + 6.0, 1.0)],
     })
-    (record,) = injector.records(scalars)
+    (record,) = [dataclasses.asdict(r) for r in injector.records(scalars)]
     assert record["epoch"] == 2 and record["rank"] == 1 and record["resumed_from_epoch"] == 3
     assert record["recovered_at"] == pytest.approx(t + 6.0)
     assert record["recovery_s"] == pytest.approx(6.0)
@@ -137,7 +145,7 @@ def test_a_failure_after_more_faults_than_restarts_names_the_backoff_limit():
     (b'{"epoch": "x"}', 0),
 ])
 def test_progress_is_the_epoch_in_the_checkpoint_info(info, epoch):
-    assert checkpointed_epoch(info) == epoch
+    assert CheckpointInfo.parse(info).epoch == epoch
 
 
 def test_the_local_handle_reads_progress_from_the_trainers_checkpoint_info(tmp_path):
@@ -145,10 +153,10 @@ def test_the_local_handle_reads_progress_from_the_trainers_checkpoint_info(tmp_p
 
     handle = LocalHandle.__new__(LocalHandle)  # no process: only the run directory matters here
     handle.spec = type("Spec", (), {"run_dir": str(tmp_path)})()
-    assert handle.checkpointed_epoch() == 0
+    assert handle.progress().epoch == 0
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.json").write_text('{"epoch": 2, "saved_at": 0}')
-    assert handle.checkpointed_epoch() == 2
+    assert handle.progress().epoch == 2
 
 
 # ------------------------------------------------------------------ real torchrun trials

@@ -18,7 +18,8 @@ import pytest
 import yaml
 from test_k8s_manifests import OVERLAYS, render, spec
 
-from bench.backends.k8s.manifests import K8sOptions, pytorchjob
+from bench.backends.k8s.config import K8sConfig
+from bench.backends.k8s.manifests import pytorchjob
 
 REPO = Path(__file__).resolve().parents[1]
 PRIVILEGED_ALLOWED = {("Deployment", "nfs-server")}  # see nfs-server.yaml
@@ -65,8 +66,8 @@ def problems_of(obj: dict[str, Any]) -> list[str]:
 @pytest.mark.parametrize("gpus", [0, 1])
 @pytest.mark.parametrize("workers", [1, 3])
 def test_every_pytorchjob_runs_restricted_pods(workers, gpus):
-    opts = K8sOptions.from_mapping({"gpus": gpus, "node_selector": {"pool": "a"}})
-    job = pytorchjob(spec(workers), opts)
+    opts = K8sConfig(gpus=gpus, node_selector={"pool": "a"})
+    job = pytorchjob(spec(workers, opts=opts))
     assert problems_of(job) == []
     for pod in pod_specs(job):
         assert pod["automountServiceAccountToken"] is False

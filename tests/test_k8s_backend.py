@@ -7,7 +7,6 @@ tests/test_k8s_sweep.py.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -19,9 +18,10 @@ from kubernetes.client.exceptions import ApiException
 
 from bench.backends.base import JobState, TrialSpec, wait
 from bench.backends.k8s import K8sBackend, K8sHandle
+from bench.backends.k8s.config import K8sConfig
 from bench.backends.k8s.errors import K8sError, NotInstalled, explain, retry_delay, with_retries
 from bench.backends.k8s.follow import job_state, parse_time
-from bench.backends.k8s.manifests import K8sOptions, job_name
+from bench.backends.k8s.manifests import job_name
 from bench.backends.k8s.metrics import parse_duration, usage
 from bench.events import read_scalars
 
@@ -31,29 +31,38 @@ RBAC = REPO / "k8s" / "base" / "rbac.yaml"
 TRIAL = "w2-e2-s0-tiny-0123abcd"
 
 
-def make_spec(tmp_path: Path, kubeconfig: Path, workers: int = 2, **options) -> TrialSpec:
-    opts = dataclasses.asdict(
-        K8sOptions(
-            kubeconfig=str(kubeconfig),
-            api_retries=3,
-            api_backoff_s=0.01,
-            poll_interval_s=0.1,
-            **options,
-        )
+def make_spec(tmp_path: Path, kubeconfig: Path, workers: int = 2, redo: bool = False,
+              **options) -> TrialSpec:
+    opts = K8sConfig(
+        kubeconfig=str(kubeconfig),
+        api_retries=3,
+        api_backoff_s=0.01,
+        poll_interval_s=0.1,
+        backoff_limit=0,
+        timeout_s=60,
+        **options,
     )
     run_dir = f"/mnt/bench/runs/s/{TRIAL}"
     return TrialSpec(
         trial_id=TRIAL,
+        config_key="0123abcd0000",
         sweep_name="s",
         workers=workers,
+        epochs=2,
         threads_per_worker=1,
+        cores=2.0 * workers,
         trainer_overrides=["dataset=tiny", "epochs=2", f"run_dir={run_dir}"],
         trial_dir=tmp_path / "res" / "s" / TRIAL,
         run_dir=run_dir,
-        backoff_limit=0,
-        timeout_s=60,
-        backend_options=opts,
+        backend=opts,
+        redo=redo,
     )
+
+
+def collect(handle: K8sHandle, dest: Path) -> None:
+    """What the harness does with a finished trial: collect its files, release its job."""
+    handle.collect(dest)
+    handle.release()
 
 
 @pytest.fixture()
@@ -74,7 +83,8 @@ def kubeconfig(fake, tmp_path):
 
 
 def submit(tmp_path, kubeconfig, **options) -> K8sHandle:
-    return K8sBackend().submit(make_spec(tmp_path, kubeconfig, **options))
+    spec = make_spec(tmp_path, kubeconfig, **options)
+    return K8sBackend(spec.backend).submit(spec)
 
 
 # ----------------------------------------------------------------------------- following a job
@@ -83,7 +93,7 @@ def test_a_job_is_followed_to_succeeded_with_metrics_logs_and_event_files(
 ):
     fake.cluster.replica_env["STUB_SECONDS"] = "1.5"  # a few metrics windows
     handle = submit(tmp_path, kubeconfig)
-    sampler = handle.resource_sampler(0.1)
+    sampler = handle.sampler(0.1)
     sampler.start()
     states = []
     status = wait(handle, 30, 0.1, on_poll=lambda s: states.append(s.state))
@@ -96,12 +106,12 @@ def test_a_job_is_followed_to_succeeded_with_metrics_logs_and_event_files(
     summary = sampler.summary()
     assert set(summary) == {"rank0", "rank1"}
     assert all(s["mem_peak_mib"] > 5 and s["cpu_mean"] >= 0 for s in summary.values())
-    assert sampler.window_s == 0.5
+    assert sampler.source.window_s == 0.5
     per_worker = [s.t for s in sampler.samples if s.worker == "rank0"]
     assert all(b - a >= 0.45 for a, b in zip(per_worker, per_worker[1:], strict=False))
 
     dest = tmp_path / "res" / "s" / TRIAL
-    handle.fetch_events(dest)
+    collect(handle, dest)
     scalars = read_scalars(dest / "events")
     assert scalars.values("val/mrr") == pytest.approx([0.1, 0.2])  # read by the local code
     assert json.loads((dest / "summary.json").read_text()) == {"val_mrr": pytest.approx(0.2)}
@@ -130,20 +140,20 @@ def test_a_job_is_followed_to_succeeded_with_metrics_logs_and_event_files(
 def test_keep_jobs_leaves_the_job(fake, kubeconfig, tmp_path):
     handle = submit(tmp_path, kubeconfig, keep_jobs=True)
     assert wait(handle, 30, 0.1).state is JobState.SUCCEEDED
-    handle.fetch_events(tmp_path / "out")
+    collect(handle, tmp_path / "out")
     assert ("gnn-bench", handle.name) in fake.cluster.jobs
 
 
 def test_a_failing_trainer_is_restarted_then_failed_with_its_own_error(fake, kubeconfig, tmp_path):
     fake.cluster.replica_env.update(STUB_EXIT="3", STUB_SECONDS="0.2")
     spec = make_spec(tmp_path, kubeconfig, workers=1)
-    spec.backoff_limit = 1
-    handle = K8sBackend().submit(spec)
+    spec.backend.backoff_limit = 1
+    handle = K8sBackend(spec.backend).submit(spec)
     status = wait(handle, 30, 0.1)
     assert status.state is JobState.FAILED
     assert status.reason == "the stub was told to fail"
     assert status.restarts == 1
-    handle.fetch_events(tmp_path / "out")
+    collect(handle, tmp_path / "out")
     assert (tmp_path / "out" / "logs" / f"{handle.name}-master-0.previous.log").exists()
     assert "error: the stub was told to fail" in handle.logs(10)
 
@@ -157,12 +167,12 @@ def test_without_metrics_server_the_trial_completes_and_says_so(tmp_path):
     ) as fake:
         handle = submit(tmp_path, fake.write_kubeconfig(tmp_path / "kc"))
         warnings = []
-        sampler = handle.resource_sampler(0.1)
-        sampler._warn = warnings.append
+        sampler = handle.sampler(0.1)
+        sampler.source.warn = warnings.append
         sampler.start()
         assert wait(handle, 30, 0.1).state is JobState.SUCCEEDED
         sampler.stop()
-        handle.fetch_events(tmp_path / "out")
+        collect(handle, tmp_path / "out")
     assert sampler.samples == [] and len(warnings) == 1 and "metrics-server" in warnings[0]
     record = json.loads((tmp_path / "out" / "k8s.json").read_text())
     assert any("metrics.k8s.io is not available" in p for p in record["problems"])
@@ -211,9 +221,8 @@ def test_a_different_or_redone_trial_replaces_the_job(
     fake, kubeconfig, tmp_path, capsys, change, why
 ):
     first = submit(tmp_path, kubeconfig)
-    spec = make_spec(tmp_path, kubeconfig)
-    spec.backend_options.update(change)
-    K8sBackend().submit(spec)
+    spec = make_spec(tmp_path, kubeconfig, **change)
+    K8sBackend(spec.backend).submit(spec)
     assert fake.creates == {first.name: 2}
     assert why in capsys.readouterr().out
 

@@ -4,6 +4,7 @@ rendered ``k8s/`` against Kubernetes' own schemas, names, labels and the k8s con
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -12,12 +13,13 @@ from typing import Any
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from bench.backends.base import TrialSpec
+from bench.backends.k8s.config import K8sConfig
 from bench.backends.k8s.manifests import (
     MAX_JOB_NAME,
     SPEC_HASH_ANNOTATION,
-    K8sOptions,
     job_name,
     label_value,
     pod_threads,
@@ -25,7 +27,8 @@ from bench.backends.k8s.manifests import (
     to_yaml,
     worker_of_pod,
 )
-from trainer.config import ConfigError, compose, validate
+from bench.config import compose, validate
+from trainer.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 KUBEFLOW = Path(__file__).resolve().parents[2] / "shared" / "kubeflow"
@@ -35,12 +38,15 @@ LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 KUBERNETES_VERSION = "1.33.0"  # GKE's regular channel at the time of the study's re-run
 
 
-def spec(workers: int = 3, **kw: Any) -> TrialSpec:
+def spec(workers: int = 3, opts: K8sConfig | None = None, **kw: Any) -> TrialSpec:
     values = dict(
         trial_id="w3-e10-s0-small-01521ad6",
+        config_key="01521ad6abcd",
         sweep_name="table1-2026-11-28",
         workers=workers,
+        epochs=10,
         threads_per_worker=2,
+        cores=2.0 * workers,
         trainer_overrides=[
             "dataset=small",
             "epochs=10",
@@ -51,8 +57,7 @@ def spec(workers: int = 3, **kw: Any) -> TrialSpec:
         ],
         trial_dir=Path("results/x/w3"),
         run_dir="/mnt/bench/runs/table1-2026-11-28/w3",
-        backoff_limit=2,
-        timeout_s=1800.5,
+        backend=dataclasses.replace(opts or K8sConfig(), backoff_limit=2, timeout_s=1800.5),
     )
     values.update(kw)
     return TrialSpec(**values)
@@ -89,10 +94,10 @@ def crd_errors(validator, manifest: dict) -> list[str]:
 
 
 OPTIONS = [
-    ("defaults", K8sOptions()),
+    ("defaults", K8sConfig()),
     (
         "gpu, limits, selector",
-        K8sOptions(
+        K8sConfig(
             gpus=2,
             cpu="500m",
             cpu_limit="4",
@@ -102,7 +107,7 @@ OPTIONS = [
     ),
     (
         "no ttl, deadline, cleanup",
-        K8sOptions(ttl_after_finished_s=None, active_deadline_s=600, clean_pod_policy="All"),
+        K8sConfig(ttl_after_finished_s=None, active_deadline_s=600, clean_pod_policy="All"),
     ),
 ]
 
@@ -110,7 +115,7 @@ OPTIONS = [
 @pytest.mark.parametrize(("name", "opts"), OPTIONS, ids=[o[0] for o in OPTIONS])
 @pytest.mark.parametrize("workers", [1, 2, 6])
 def test_generated_pytorchjobs_pass_the_crd_schema(crd_validator, name, opts, workers):
-    manifest = pytorchjob(spec(workers), opts)
+    manifest = pytorchjob(spec(workers, opts=opts))
     assert crd_errors(crd_validator, manifest) == []
     # The schema does not say which values are allowed; the operator does.
     replicas = manifest["spec"]["pytorchReplicaSpecs"]
@@ -120,7 +125,7 @@ def test_generated_pytorchjobs_pass_the_crd_schema(crd_validator, name, opts, wo
 
 
 def test_the_strict_schema_can_fail(crd_validator):
-    manifest = pytorchjob(spec(), K8sOptions())
+    manifest = pytorchjob(spec(opts=K8sConfig()))
     broken = copy.deepcopy(manifest)
     broken["spec"]["runPolicy"]["backoffLimits"] = 3  # a typo the API server would drop
     broken["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0][
@@ -131,7 +136,7 @@ def test_the_strict_schema_can_fail(crd_validator):
 
 
 def test_the_manifest_runs_the_trainer_with_the_trial_and_the_config():
-    opts = K8sOptions(
+    opts = K8sConfig(
         image="europe-west1-docker.pkg.dev/p/gnn-bench/trainer:0.1",
         gpus=1,
         cpu="3",
@@ -142,7 +147,7 @@ def test_the_manifest_runs_the_trainer_with_the_trial_and_the_config():
         ttl_after_finished_s=60,
         clean_pod_policy="None",
     )
-    manifest = pytorchjob(spec(3), opts)
+    manifest = pytorchjob(spec(3, opts=opts))
     meta, run = manifest["metadata"], manifest["spec"]["runPolicy"]
     assert manifest["apiVersion"] == "kubeflow.org/v1" and manifest["kind"] == "PyTorchJob"
     assert (
@@ -174,14 +179,14 @@ def test_the_manifest_runs_the_trainer_with_the_trial_and_the_config():
         assert {"name": "bench-data", "mountPath": "/data"} in container["volumeMounts"]
         volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
         assert volumes["bench-data"]["persistentVolumeClaim"] == {"claimName": "vol"}
-    assert "Worker" not in pytorchjob(spec(1), opts)["spec"]["pytorchReplicaSpecs"]
+    assert "Worker" not in pytorchjob(spec(1, opts=opts))["spec"]["pytorchReplicaSpecs"]
 
 
 def test_manifests_are_deterministic_and_the_spec_hash_follows_what_runs():
-    a, b = pytorchjob(spec(), K8sOptions()), pytorchjob(spec(), K8sOptions())
+    a, b = pytorchjob(spec(opts=K8sConfig())), pytorchjob(spec(opts=K8sConfig()))
     assert a == b and to_yaml(a) == to_yaml(b)
     assert yaml.safe_load(to_yaml(a)) == a
-    other = pytorchjob(spec(), K8sOptions(image="other:1"))
+    other = pytorchjob(spec(opts=K8sConfig(image="other:1")))
     assert (
         other["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
         != a["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
@@ -270,7 +275,7 @@ def test_the_k8s_config_composes_and_local_keeps_working():
     validate(cfg)
     assert dict(cfg.backend.node_selector) == {"cloud.google.com/gke-nodepool": "gpu"}
     assert cfg.backend.name == "k8s" and cfg.backend.namespace == "gnn-bench"
-    assert K8sOptions.from_mapping(cfg.backend).volume_claim == "gnn-bench-data"
+    assert OmegaConf.to_object(cfg.backend).volume_claim == "gnn-bench-data"
     validate(compose(["backend=local", "backend.max_parallel=2"]))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from fake_k8s import LAUNCHER_VARS, FakeKube, load_role_rules
 
-from bench.results import load_results
+from bench.result import load_results
 
 REPO = Path(__file__).resolve().parents[1]
 RBAC = REPO / "k8s" / "base" / "rbac.yaml"
@@ -255,15 +255,17 @@ def test_three_pod_deletions_within_or_beyond_the_backoff_limit(
 
 def test_a_trial_started_from_scratch_gets_a_new_run_folder_on_the_volume(tmp_path):
     """Otherwise a failed trial run again, or redo=true, would resume the old checkpoint."""
-    from bench.trial import build_spec
-    from trainer.config import compose, validate
+    from bench.backends import backend_for
+    from bench.config import compose, split, validate
 
-    cfg = compose(["backend=k8s", "workers=2", "sweep_name=s"])
+    cfg = compose(["backend=k8s", "workers=2", "sweep_name=s", f"results_dir={tmp_path}"])
     validate(cfg)
-    first = build_spec(cfg, tmp_path / "trial").run_dir
-    assert build_spec(cfg, tmp_path / "trial").run_dir == first  # interrupted: resume there
-    shutil.rmtree(tmp_path / "trial")  # what run_trial does for a failed trial or redo=true
-    again = build_spec(cfg, tmp_path / "trial").run_dir
+    trial = split(cfg)
+    backend = backend_for(trial.backend)
+    first = backend.plan(trial).run_dir
+    assert backend.plan(trial).run_dir == first  # interrupted: resume there
+    shutil.rmtree(trial.trial_dir)  # what run_trial does for a failed trial or redo=true
+    again = backend.plan(trial).run_dir
     assert again != first and again.rsplit("/", 1)[0] == first.rsplit("/", 1)[0]
     assert first.startswith("/mnt/bench/runs/s/w2-")
 
@@ -339,8 +341,8 @@ def test_a_parallel_sweep_of_real_tiny_trials_beats_the_sequential_one(volume, t
 def test_the_launcher_takes_its_cap_from_the_backend_and_stays_sequential_at_one():
     from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 
+    from bench.config import compose
     from hydra_plugins.bench_parallel_launcher.bench_parallel_launcher import ParallelLauncher
-    from trainer.config import compose
 
     cfg = compose(["backend=k8s", "backend.max_parallel=3", "hydra/launcher=bench_parallel"],
                   return_hydra_config=True)  # fmt: skip

@@ -286,7 +286,7 @@ def test_a_sweep_where_every_trial_failed_still_gets_a_table(tmp_path):
 
 
 def test_results_write_table_delegates_to_the_report_table(repeats_sweep):
-    from bench.results import write_table
+    from bench.report import write_table
 
     md = write_table(repeats_sweep)
     assert md == (repeats_sweep / "table.md").read_text()
@@ -557,7 +557,7 @@ def test_the_end_of_a_multirun_writes_the_report_and_survives_a_broken_plot(
     from omegaconf import OmegaConf
 
     import bench.report
-    from bench.sweep import TableCallback
+    from bench.callbacks import ReportCallback as TableCallback
 
     config = OmegaConf.create({"results_dir": str(repeats_sweep.parent), "sweep_name": "rep"})
     TableCallback().on_multirun_end(config)
@@ -575,3 +575,20 @@ def test_the_end_of_a_multirun_writes_the_report_and_survives_a_broken_plot(
     captured = capsys.readouterr()
     assert "report incomplete (RuntimeError: no fonts)" in captured.err
     assert "| 1 | 10 | 100.0 ± " in captured.out and (repeats_sweep / "table.md").exists()
+
+
+def test_the_small_nnls_of_the_fits_is_scipys_optimum():
+    """bench.report.scaling.nnls (enumeration of supports) against scipy's active-set solver."""
+    import numpy as np
+    from scipy.optimize import nnls as reference
+
+    from bench.report.scaling import nnls
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        k = int(rng.integers(1, 4))
+        a = rng.normal(size=(int(rng.integers(k, 8)), k)) * rng.choice([1e-3, 1.0, 1e3])
+        b = rng.normal(size=a.shape[0])
+        x, (y, _) = nnls(a, b), reference(a, b)
+        assert np.all(x >= 0)
+        assert np.linalg.norm(a @ x - b) <= np.linalg.norm(a @ y - b) + 1e-9

@@ -1,4 +1,4 @@
-"""Tests for bench.store: atomic writes survive failures and kills, keys are stable."""
+"""Tests for rundir's atomic writes and bench.store: atomic writes survive failures and kills, keys are stable."""
 
 from __future__ import annotations
 
@@ -14,15 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import store
-from bench.store import (
-    atomic_copy,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    config_key,
-    read_json,
-)
+import rundir as store
+from bench.store import config_key, read_json
+from rundir import atomic_copy, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,7 +92,7 @@ def test_atomic_copy(tmp_path: Path) -> None:
 # file it sees is one complete version.
 _WRITER_SCRIPT = """
 import sys
-from bench.store import atomic_write_bytes
+from rundir import atomic_write_bytes
 target, size = sys.argv[1], int(sys.argv[2])
 i = 0
 while True:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.results import load_results
+from bench.result import load_results
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -128,20 +128,17 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_root):
 
 
 def test_progress_line_shows_trial_epoch_and_mrr(tmp_path, capsys):
-    from torch.utils.tensorboard import SummaryWriter
-
     from bench.backends.base import JobState, JobStatus
     from bench.progress import Progress
+    from rundir import CheckpointInfo
 
-    with SummaryWriter(str(tmp_path)) as writer:
-        for epoch, mrr in ((1, 0.11), (2, 0.2345)):
-            writer.add_scalar("val/mrr", mrr, epoch)
-    progress = Progress(2, 6, "w4-e10", 10, tmp_path, enabled=True)
-    progress.update(JobStatus(JobState.RUNNING))
+    CheckpointInfo(2, 0.0, 0.2345).write(tmp_path)  # as the trainer writes it after epoch 2
+    progress = Progress(2, 6, "w4-e10", 10, enabled=True)
+    progress.update(JobStatus(JobState.RUNNING), lambda: CheckpointInfo.read(tmp_path))
     line = capsys.readouterr().out
     assert line.startswith("\r[3/6] w4-e10 running epoch 2/10 val MRR 0.2345")
-    quiet = Progress(0, 1, "x", 1, tmp_path, enabled=False)
-    quiet.update(JobStatus(JobState.RUNNING))
+    quiet = Progress(0, 1, "x", 1, enabled=False)
+    quiet.update(JobStatus(JobState.RUNNING), lambda: CheckpointInfo.read(tmp_path))
     assert capsys.readouterr().out == ""
 
 

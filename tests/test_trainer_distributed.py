@@ -12,10 +12,11 @@ import torch
 from conftest import DDP_STEP_OVERRIDES, tiny_overrides, torchrun, write_script
 
 from bench.events import read_scalars
+from rundir import CHECKPOINT, CHECKPOINT_INFO
 from trainer.config import compose
 from trainer.evaluate import evaluate
 from trainer.model import LinkModel
-from trainer.train import CHECKPOINT, CHECKPOINT_INFO, Batch, Trainer, epoch_batches
+from trainer.train import Batch, Trainer, epoch_batches
 
 BATCH_SIZE = 512  # train.batch_size default: positive edges per worker per step
 # The study's dot-product predictor: on tiny it learns measurably within 2 epochs (val MRR

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import dataset_dir, run_cmd, tiny_overrides, torchrun
 
+from rundir import CHECKPOINT
 from trainer.__main__ import main
-from trainer.train import CHECKPOINT
 
 # (override, text the error line must contain: the key and the bad value or the problem)
 BAD_VALUES = [

@@ -21,9 +21,7 @@ from trainer.config import ConfigError, compose, fail, take_verbose_flag, valida
 def main(argv: list[str]) -> None:
     try:
         cfg = compose(take_verbose_flag(argv))
-        validate_trainer(cfg.dataset, cfg.model, cfg.train)
-        if cfg.epochs < 1:
-            raise ConfigError(f"epochs={cfg.epochs} is invalid: it must be >= 1 (e.g. epochs=10)")
+        validate_trainer(cfg)
     except ConfigError as exc:
         fail(str(exc))
     # Imported after validation: a bad value is reported without loading torch and PyG.

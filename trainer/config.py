@@ -1,16 +1,21 @@
-"""Typed configuration schema shared by the trainer and the harness.
+"""The trainer's configuration: what one worker needs, typed, and its command line.
 
-The YAML files in ``conf/`` extend these dataclasses (Hydra structured configs), so a value of
-the wrong type (``workers=abc``) fails when the config is composed. Range checks that OmegaConf
-cannot express (``workers=0``, ``epochs=-1``, a fan-out list of the wrong length) live in
-:func:`validate`, which both entry points call before they run or write anything.
+``python -m trainer`` composes ``conf/trainer.yaml``: :class:`TrainerConfig` (epochs, seed,
+where to read data and write the run, and the ``dataset``, ``model`` and ``train`` groups) with
+the presets of ``conf/workload.yaml``. The YAML files extend these dataclasses (Hydra structured
+configs), so a value of the wrong type (``epochs=abc``) fails when the config is composed;
+range checks that OmegaConf cannot express (``epochs=-1``, a fan-out list of the wrong length)
+live in :func:`validate_trainer`. The harness's tree (``conf/config.yaml``, ``bench/config.py``)
+extends this one, so a trial's trainer keys are spelt the same on both command lines, and
+:func:`overrides_for` turns a trial's slice back into the trainer's arguments.
 
-Each component receives only its own slice: the trainer gets ``cfg.dataset``, ``cfg.model`` and
-``cfg.train``; the harness adds ``cfg.backend`` and ``cfg.fault``.
+Also here, because every entry point of both packages uses them: :class:`ConfigError`,
+:func:`compose_tree` with its one-line errors, and :func:`fail`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -73,186 +78,55 @@ class TrainConf:
 
 
 @dataclass
-class BackendConf:
-    name: str = MISSING  # local | k8s
-    backoff_limit: int = 3  # restarts allowed (PyTorchJob runPolicy.backoffLimit)
-    sample_interval_s: float = 1.0  # resource sampling period
-    poll_interval_s: float = 0.5
-    timeout_s: float = 3600.0  # a trial running longer is cancelled and recorded as failed
-    cores: int | None = None  # cores the trial may use (None: all of this machine)
-    master_port: int | None = None  # None: a free port is chosen per trial
-    max_parallel: int = 1  # trials run at once by hydra/launcher=bench_parallel (1: one by one)
-    # -- Kubernetes (backend=k8s, docs/gke.md); the local backend ignores these. Per worker pod.
-    namespace: str = "gnn-bench"  # where the PyTorchJobs run (k8s/ creates it)
-    context: str | None = None  # kubeconfig context (None: the current one)
-    kubeconfig: str | None = None  # None: $KUBECONFIG or ~/.kube/config; in a pod: in-cluster
-    image: str = "gnn-bench/trainer:latest"  # the trainer image (docker/trainer.Dockerfile)
-    image_pull_policy: str = "IfNotPresent"  # Always | IfNotPresent | Never
-    cpu: str = "1"  # CPU request (a quantity: 1, 500m); threads per worker = its whole cores
-    memory: str = "2Gi"  # memory request
-    cpu_limit: str | None = None  # None: the request
-    memory_limit: str | None = None  # None: the request
-    gpus: int = 0  # nvidia.com/gpu per pod
-    node_selector: dict[str, str] = field(default_factory=dict)  # e.g. a GKE node pool
-    volume_claim: str = "gnn-bench-data"  # the RWX PVC holding datasets/ and runs/ (k8s/)
-    mount_path: str = "/mnt/bench"  # where every pod mounts it
-    shm_size: str = "1Gi"  # /dev/shm (memory-backed emptyDir) for PyTorch
-    files_service: str = "gnn-bench-files"  # read-only file server on the volume (k8s/base)
-    dry_run: bool = False  # write results/<sweep>/manifests/<trial>.yaml, contact no cluster
-    keep_jobs: bool = False  # keep finished PyTorchJobs (and their pods) after collection
-    clean_pod_policy: str = "None"  # runPolicy.cleanPodPolicy: None | Running | All
-    active_deadline_s: int | None = None  # runPolicy.activeDeadlineSeconds (None: timeout_s)
-    ttl_after_finished_s: int | None = 86400  # runPolicy.ttlSecondsAfterFinished (None: never)
-    log_tail_lines: int = 200  # lines of each pod's log kept in logs/
-    api_retries: int = 5  # attempts for transient API errors (429, 5xx, connection resets)
-    api_backoff_s: float = 1.0  # first retry delay; doubles each attempt
-    request_timeout_s: float = 30.0  # per API request
+class TrainerConfig:
+    """Everything a worker computes from; nothing of how or where the harness runs it."""
 
-
-@dataclass
-class FaultConf:
-    """Fault injection by the harness (bench/faults.py); the defaults mean "no fault"."""
-
-    kill_at_epoch: int | None = None  # SIGKILL (pod delete on k8s) once this epoch is checkpointed
-    rank: int = 0  # the worker killed
-    count: int = 1  # faults in all: the i-th (from 0) once epoch kill_at_epoch + i is checkpointed
-
-
-@dataclass
-class Config:
-    workers: int = 2  # total processes (1 Master + workers-1 Worker replicas on Kubernetes)
     epochs: int = 3
     seed: int = 0
-    experiment: str = "default"
-    sweep_name: str = MISSING
-    results_dir: str = "results"
     run_dir: str = "runs/default"  # where the trainer writes events, checkpoints, summary.json
-    data_root: str = MISSING
-    redo: bool = False  # re-run trials whose result already succeeded
-    progress: bool | None = None  # live progress line (None: only when stdout is a terminal)
+    data_root: str = MISSING  # conf/workload.yaml: $GNN_BENCH_DATA or ~/.cache/gnn-bench/datasets
     dataset: DatasetConf = MISSING
     model: ModelConf = MISSING
     train: TrainConf = field(default_factory=TrainConf)
-    backend: BackendConf = MISSING
-    fault: FaultConf = field(default_factory=FaultConf)
-    # Groups added by later harness features land here without touching the trainer.
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def register_configs() -> None:
-    """Register the schema so that ``conf/*.yaml`` can name it in their defaults lists."""
-    ConfigStore.instance().store(name="config_schema", node=Config)
+    """Register the schema so that ``conf/trainer.yaml`` can name it in its defaults list."""
+    ConfigStore.instance().store(name="trainer_schema", node=TrainerConfig)
 
 
-def _positive(name: str, value: int | float | None, fix: str, allow_none: bool = False) -> None:
+def positive(name: str, value: int | float | None, fix: str, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if value is None or value < 1:
         raise ConfigError(f"{name}={value} is invalid: it must be >= 1 ({fix})")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Range and consistency checks that typing alone cannot express. Raises ConfigError."""
-    _positive("workers", cfg.workers, "e.g. workers=2")
-    _positive("epochs", cfg.epochs, "e.g. epochs=10")
+def validate_trainer(cfg: DictConfig) -> None:
+    """Range checks of a trainer config (the harness's config extends it). Raises ConfigError."""
+    positive("epochs", cfg.epochs, "e.g. epochs=10")
     if cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed} is invalid: it must be >= 0")
-    validate_trainer(cfg.dataset, cfg.model, cfg.train)
-    if cfg.backend.backoff_limit < 0:
-        raise ConfigError(f"backend.backoff_limit={cfg.backend.backoff_limit} must be >= 0")
-    for key, example in (("sample_interval_s", 1), ("poll_interval_s", 0.5), ("timeout_s", 3600)):
-        if cfg.backend[key] <= 0:
-            raise ConfigError(f"backend.{key}={cfg.backend[key]} is invalid: it must be > 0 "
-                              f"(e.g. backend.{key}={example})")
-    name = str(cfg.sweep_name)
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise ConfigError(f"sweep_name={name} is invalid: it must be one folder name, without '/' "
-                          "(e.g. sweep_name=table1)")
-    _positive("backend.cores", cfg.backend.cores, "or leave it null", allow_none=True)
-    _positive("backend.max_parallel", cfg.backend.max_parallel, "e.g. backend.max_parallel=2")
-    if cfg.backend.name == "k8s":
-        validate_k8s(cfg.backend)
-    validate_fault(cfg.fault, cfg.workers, cfg.epochs)
-
-
-def validate_fault(fault: DictConfig, workers: int, epochs: int) -> None:
-    """A fault must hit a worker that exists, at an epoch boundary before the last epoch."""
-    if fault.kill_at_epoch is None:
-        return
-    if not 1 <= fault.kill_at_epoch < epochs:
-        raise ConfigError(f"fault.kill_at_epoch={fault.kill_at_epoch} is invalid: it must be >= 1 "
-                          f"and < epochs={epochs}")
-    if not 0 <= fault.rank < workers:
-        raise ConfigError(f"fault.rank={fault.rank} is invalid: it must be >= 0 and < "
-                          f"workers={workers}")
-    _positive("fault.count", fault.count, "e.g. fault.count=1")
-    last = fault.kill_at_epoch + fault.count - 1
-    if last >= epochs:
-        raise ConfigError(f"fault.count={fault.count} is too many: the last fault would follow "
-                          f"epoch {last}, which must be < epochs={epochs} (one fault per epoch)")
-
-
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
-def validate_k8s(backend: DictConfig) -> None:
-    """Checks of the Kubernetes fields, so that a typo fails before any job is submitted."""
-    from kubernetes.utils.quantity import parse_quantity
-
-    if not _DNS_LABEL.match(backend.namespace or ""):
-        raise ConfigError(f"backend.namespace={backend.namespace} is not a valid namespace name "
-                          "(lowercase letters, digits and '-')")
-    if not backend.image:
-        raise ConfigError("backend.image is empty: set the trainer image, e.g. backend.image="
-                          "europe-west1-docker.pkg.dev/<project>/gnn-bench/trainer:0.1")
-    for key in ("cpu", "memory", "cpu_limit", "memory_limit", "shm_size"):
-        value = backend[key]
-        if value is None and key.endswith("_limit"):
-            continue
-        try:
-            ok = parse_quantity(value) > 0
-        except (ValueError, TypeError):
-            ok = False
-        if not ok:
-            raise ConfigError(f"backend.{key}={value} is not a positive Kubernetes quantity "
-                              "(e.g. 2, 500m, 4Gi)")
-    choices = {"image_pull_policy": ("Always", "IfNotPresent", "Never"),
-               "clean_pod_policy": ("None", "Running", "All")}
-    for key, allowed in choices.items():
-        if backend[key] not in allowed:
-            raise ConfigError(f"backend.{key}={backend[key]} is invalid: use one of "
-                              + ", ".join(allowed))
-    if backend.gpus < 0:
-        raise ConfigError(f"backend.gpus={backend.gpus} must be >= 0")
-    if not str(backend.mount_path).startswith("/"):
-        raise ConfigError(f"backend.mount_path={backend.mount_path} must be an absolute path")
-    _positive("backend.api_retries", backend.api_retries, "e.g. backend.api_retries=5")
-    _positive("backend.active_deadline_s", backend.active_deadline_s, "or null", allow_none=True)
-    if backend.ttl_after_finished_s is not None and backend.ttl_after_finished_s < 0:
-        raise ConfigError("backend.ttl_after_finished_s must be >= 0 (or null)")
-
-
-def validate_trainer(dataset: DictConfig, model: DictConfig, train: DictConfig) -> None:
-    """The checks the trainer needs on its own slices (it also runs without the harness)."""
+    dataset, model, train = cfg.dataset, cfg.model, cfg.train
     if dataset.name not in SYNTHETIC_PRESETS + REAL_DATASETS:
         raise ConfigError(
             f"dataset={dataset.name} is unknown: use one of "
             + ", ".join(SYNTHETIC_PRESETS + REAL_DATASETS)
         )
     if dataset.synthetic:
-        _positive("dataset.num_nodes", dataset.num_nodes, "e.g. dataset.num_nodes=10000")
+        positive("dataset.num_nodes", dataset.num_nodes, "e.g. dataset.num_nodes=10000")
         if dataset.num_nodes < 200:
             raise ConfigError(f"dataset.num_nodes={dataset.num_nodes} is too small: use >= 200")
         if dataset.avg_degree <= 0:
             raise ConfigError(f"dataset.avg_degree={dataset.avg_degree} must be > 0")
-        _positive("dataset.num_topics", dataset.num_topics, "e.g. dataset.num_topics=20")
-        _positive("dataset.subtopics_per_topic", dataset.subtopics_per_topic, "e.g. 10")
-        _positive("dataset.feat_dim", dataset.feat_dim, "e.g. dataset.feat_dim=128")
-        _positive("dataset.num_neg", dataset.num_neg, "e.g. dataset.num_neg=1000")
+        positive("dataset.num_topics", dataset.num_topics, "e.g. dataset.num_topics=20")
+        positive("dataset.subtopics_per_topic", dataset.subtopics_per_topic, "e.g. 10")
+        positive("dataset.feat_dim", dataset.feat_dim, "e.g. dataset.feat_dim=128")
+        positive("dataset.num_neg", dataset.num_neg, "e.g. dataset.num_neg=1000")
         if not 0 < dataset.eval_fraction < 0.5:
             raise ConfigError(f"dataset.eval_fraction={dataset.eval_fraction} must be in (0, 0.5)")
-    _positive("model.num_layers", model.num_layers, "e.g. model.num_layers=3")
-    _positive("model.hidden", model.hidden, "e.g. model.hidden=256")
+    positive("model.num_layers", model.num_layers, "e.g. model.num_layers=3")
+    positive("model.hidden", model.hidden, "e.g. model.hidden=256")
     if model.aggr not in ("mean", "add", "sum", "max"):
         raise ConfigError(f"model.aggr={model.aggr} is unknown: use mean, add or max")
     if model.predictor not in ("dot", "mlp"):
@@ -267,43 +141,114 @@ def validate_trainer(dataset: DictConfig, model: DictConfig, train: DictConfig) 
         )
     if any(f == 0 or f < -1 for f in fanouts):
         raise ConfigError(f"model.fanouts={fanouts} is invalid: use positive counts or -1 (all)")
-    _positive("train.batch_size", train.batch_size, "e.g. train.batch_size=512")
+    positive("train.batch_size", train.batch_size, "e.g. train.batch_size=512")
     if train.lr <= 0:
         raise ConfigError(f"train.lr={train.lr} must be > 0")
-    _positive("train.steps_per_epoch", train.steps_per_epoch, "or null", allow_none=True)
-    _positive("train.eval_sources", train.eval_sources, "or null for all", allow_none=True)
-    _positive("train.test_sources", train.test_sources, "or null for all", allow_none=True)
-    _positive("train.eval_batch_nodes", train.eval_batch_nodes, "e.g. 65536")
-    _positive("train.threads", train.threads, "or null", allow_none=True)
-    _positive("train.log_every", train.log_every, "e.g. train.log_every=20")
+    positive("train.steps_per_epoch", train.steps_per_epoch, "or null", allow_none=True)
+    positive("train.eval_sources", train.eval_sources, "or null for all", allow_none=True)
+    positive("train.test_sources", train.test_sources, "or null for all", allow_none=True)
+    positive("train.eval_batch_nodes", train.eval_batch_nodes, "e.g. 65536")
+    positive("train.threads", train.threads, "or null", allow_none=True)
+    positive("train.log_every", train.log_every, "e.g. train.log_every=20")
 
 
-def compose(overrides: list[str] | None = None, return_hydra_config: bool = False) -> DictConfig:
-    """Compose ``conf/config.yaml`` with overrides, as the entry points do (used by tests too).
+def compose_tree(
+    config_name: str,
+    overrides: list[str] | None = None,
+    return_hydra_config: bool = False,
+    keys_hint: str = "trainer/config.py lists every key",
+) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with overrides (the schemas must be registered).
 
-    Errors (unknown group option, wrong type, unknown key) become one-line ConfigErrors.
+    Errors (unknown group option, wrong type, unknown key) become one-line ConfigErrors;
+    ``keys_hint`` says where to find the keys that exist.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    register_configs()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = hydra_compose(
-                config_name="config",
+                config_name=config_name,
                 overrides=list(overrides or []),
                 return_hydra_config=return_hydra_config,
             )
     except Exception as exc:  # Hydra and OmegaConf raise several types; all are user errors here
-        raise ConfigError(one_line(exc)) from exc
+        raise ConfigError(one_line(exc, keys_hint)) from exc
     finally:
         GlobalHydra.instance().clear()
     return cfg
 
 
-def one_line(exc: BaseException) -> str:
+def compose(overrides: list[str] | None = None) -> DictConfig:
+    """The trainer's config, as ``python -m trainer <overrides>`` composes it (tests use it too)."""
+    register_configs()
+    return compose_tree("trainer", overrides)
+
+
+# Trainer keys that say where one run reads and writes, and with how many threads: every trial
+# sets them, and they close its argument list in this order.
+PLACEMENT_KEYS = ("epochs", "seed", "data_root", "run_dir", "train.threads")
+
+
+def overrides_for(config: DictConfig | dict[str, Any]) -> list[str]:
+    """The arguments that make ``python -m trainer`` compose exactly ``config`` (a trainer config
+    or the trainer's slice of the harness's): the dataset and model presets, every value that
+    differs from those presets, then :data:`PLACEMENT_KEYS`."""
+    plain = config if isinstance(config, dict) else resolve_plain(config)
+    presets = [f"dataset={plain['dataset']['name']}", f"model={plain['model']['name']}"]
+    defaults = _leaves(resolve_plain(compose(presets)))
+    leaves = _leaves({name: plain[name] for name in trainer_keys()})
+    changed = [f"{key}={_override_value(value)}" for key, value in leaves.items()
+               if key not in PLACEMENT_KEYS and defaults.get(key, _UNSET) != value]
+    placed = [f"{key}={_override_value(leaves[key])}" for key in PLACEMENT_KEYS]
+    return presets + changed + placed
+
+
+def trainer_keys() -> tuple[str, ...]:
+    """The top-level keys of a trainer config: what a trial's trainer slice is made of."""
+    return tuple(f.name for f in dataclasses.fields(TrainerConfig))
+
+
+_UNSET = object()
+
+
+def _leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": value}`` for every non-dict value of a nested dict, in order."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+_BARE = re.compile(r"^[A-Za-z0-9_/.\-+@:~%]+$")
+
+
+def _override_value(value: Any) -> str:
+    """A value in Hydra's override grammar (strings quoted unless they would read back the same)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_override_value(v) for v in value) + "]"
+    text = str(value)
+    if _BARE.match(text) and not re.fullmatch(r"[-+]?[\d.]+(e[-+]?\d+)?|true|false|null|nan|inf",
+                                              text, flags=re.I):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def one_line(exc: BaseException,
+             keys_hint: str = "`python -m bench.sweep --cfg job` prints every key") -> str:
     """One line from a Hydra/OmegaConf error: the problem and, where we know it, the fix."""
     chain: list[BaseException] = []
     while exc is not None and exc not in chain:  # Hydra keeps the detail in __cause__
@@ -318,7 +263,7 @@ def one_line(exc: BaseException) -> str:
     missing = re.search(r"Could not find '(\w+)/([^']+)'", text)
     if missing:
         group, option = missing.groups()
-        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        options = group_options(group)
         return f"{group}={option} is unknown: use one of {', '.join(options)}"
     bad_type = re.search(r"Value '([^']*)' of type '\w+' could not be converted to (\w+)", text)
     if bad_type:
@@ -327,9 +272,18 @@ def one_line(exc: BaseException) -> str:
         return f"{name}={bad_type.group(1)} is invalid: it must be of type {bad_type.group(2)}"
     unknown = re.search(r"Key '([^']+)' not in '\w+'\s+full_key: ([\w.]+)", text)
     if unknown:
-        return (f"{unknown.group(2)} is not a config key: check the spelling "
-                "(`python -m bench.sweep --cfg job` prints every key)")
+        return f"{unknown.group(2)} is not a config key: check the spelling ({keys_hint})"
     return lines[0] if lines else "invalid configuration"
+
+
+def group_options(group: str) -> list[str]:
+    """The options of a config group: its YAML files and its ConfigStore entries."""
+    files = {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
+    try:
+        stored = {name.removesuffix(".yaml") for name in ConfigStore.instance().list(group)}
+    except OSError:  # no such group in the store
+        stored = set()
+    return sorted(files | stored)
 
 
 def resolve_plain(cfg: DictConfig) -> dict[str, Any]:

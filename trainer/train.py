@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -23,16 +24,12 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.tensorboard import SummaryWriter
 
-from bench.store import atomic_write_bytes, atomic_write_json
+import rundir
+from rundir import CheckpointInfo, atomic_write_bytes, atomic_write_json
 from trainer.data.dataset import Graph, load_graph
 from trainer.evaluate import evaluate
 from trainer.model import LinkModel
 from trainer.sampler import NeighborSampler, drop_edges
-
-CHECKPOINT = "checkpoints/last.pt"
-# Written after CHECKPOINT: which epoch it holds, readable without torch (the harness's fault
-# injector polls it, locally or through the file server on a cluster's volume).
-CHECKPOINT_INFO = "checkpoints/last.json"
 
 
 class CheckpointError(RuntimeError):
@@ -55,7 +52,7 @@ class History:
     epochs: list[dict[str, float]] = field(default_factory=list)
 
 
-def _mix(*values: int) -> int:
+def mix_seed(*values: int) -> int:
     """A deterministic 63-bit seed from several integers (seed, epoch, rank, ...)."""
     h = 1469598103934665603
     for v in values:
@@ -76,7 +73,7 @@ def epoch_batches(num_edges: int, batch_size: int, epoch: int, seed: int, rank: 
     Every rank gets the same number of steps (DDP needs that), so up to ``world - 1`` edges an
     epoch are skipped when the count does not divide evenly.
     """
-    perm = torch.randperm(num_edges, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
+    perm = torch.randperm(num_edges, generator=torch.Generator().manual_seed(mix_seed(seed, epoch)))
     steps = steps_per_epoch(num_edges, batch_size, world, steps_cap)
     # A copy of only what this rank uses, so that the whole permutation (8 bytes an edge: 245 MB
     # on ogbl-citation2) is not held by every worker for the whole epoch.
@@ -85,19 +82,50 @@ def epoch_batches(num_edges: int, batch_size: int, epoch: int, seed: int, rank: 
     return [shard[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
 
 
-class _PhaseClock:
-    """Adds the seconds since the previous call to ``times[name]``; does nothing without times."""
+@dataclass
+class EpochSteps:
+    """One epoch's batches for one rank: edge ids chosen up front, each batch's negatives drawn
+    from ``gen`` as it is reached (the sampler draws from ``gen`` between them)."""
 
-    def __init__(self, times: dict[str, float] | None):
-        self.times = times
-        self.last = time.perf_counter() if times is not None else 0.0
+    ids: list[torch.Tensor]
+    src: torch.Tensor
+    dst: torch.Tensor
+    num_nodes: int
+    gen: torch.Generator
 
-    def __call__(self, name: str) -> None:
-        if self.times is None:
-            return
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for ids in self.ids:
+            neg = torch.randint(0, self.num_nodes, (ids.numel(),), generator=self.gen)
+            yield Batch(self.src[ids], self.dst[ids], neg)
+
+
+class StepProfile:
+    """The profiling hook of :meth:`Trainer.train_step` (``Trainer.profile``; None in training).
+
+    While set, every step adds the seconds of each of its phases to ``seconds`` and leaves its
+    subgraph in ``subgraph`` (benchmarks/efficiency.py reads both).
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.subgraph = None
+        self._last = time.perf_counter()
+
+    def start(self) -> None:
+        self._last = time.perf_counter()
+
+    def mark(self, phase: str) -> None:
+        """The phase ``phase`` ended now."""
         now = time.perf_counter()
-        self.times[name] = self.times.get(name, 0.0) + now - self.last
-        self.last = now
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
+        self._last = now
+
+
+def _no_mark(phase: str) -> None:
+    pass
 
 
 class Trainer:
@@ -115,8 +143,7 @@ class Trainer:
         self.history = History()
         self.first_step_time: float | None = None
         self.time_start = time.time()
-        self.phase_times: dict[str, float] | None = None  # set to {} to time train_step's phases
-        self.last_subgraph = None
+        self.profile: StepProfile | None = None  # benchmarks set it to time train_step's phases
         self.load_seconds: float | None = None
         self.test_eval_seconds: float | None = None
 
@@ -171,9 +198,9 @@ class Trainer:
         if self.rank == 0:
             # purge_step drops events a previous attempt logged past the checkpoint we resume.
             # Epoch scalars and step scalars count different things, so each has its writer.
-            self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.start_epoch)
+            self.writer = SummaryWriter(str(self.run_dir / rundir.EVENTS), purge_step=self.start_epoch)
             self.step_writer = SummaryWriter(
-                str(self.run_dir / "tb" / "steps"),
+                str(self.run_dir / rundir.STEP_EVENTS),
                 purge_step=(self.start_epoch - 1) * steps_per_epoch(
                     self.graph.num_train_edges, self.train_cfg.batch_size, self.world,
                     self.train_cfg.steps_per_epoch,
@@ -183,10 +210,12 @@ class Trainer:
     def train_step(self, batch: Batch, generator: torch.Generator | None = None) -> float:
         """One optimiser step on ``batch``; returns its loss (mean over its edges).
 
-        With ``self.phase_times`` set to a dict, the seconds of each phase are added to it and
-        the step's subgraph is kept in ``self.last_subgraph`` (benchmarks/efficiency.py).
+        With ``self.profile`` set, the step's phases are timed into it (see StepProfile).
         """
-        clock = _PhaseClock(self.phase_times)
+        profile = self.profile
+        if profile is not None:
+            profile.start()
+        clock = profile.mark if profile is not None else _no_mark
         nodes, inverse = torch.unique(torch.cat([batch.src, batch.dst, batch.neg]), return_inverse=True)
         b = batch.src.numel()
         clock("seeds")
@@ -209,28 +238,35 @@ class Trainer:
         self.optimizer.step()
         value = loss.item()
         clock("optimizer")
-        if self.phase_times is not None:
-            self.last_subgraph = sub
+        if profile is not None:
+            profile.subgraph = sub
         return value
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
+    def epoch_steps(self, epoch: int, steps_cap: int | None | str = "config") -> EpochSteps:
+        """This rank's steps of ``epoch`` (``train.steps_per_epoch`` of them at most, unless
+        ``steps_cap`` says otherwise), seeded per (seed, epoch, rank) so that a resumed run
+        draws what an uninterrupted one draws; benchmarks step through them as training does."""
         train = self.graph.split["train"]
-        src_all, dst_all = train["source_node"], train["target_node"]
-        batches = epoch_batches(src_all.numel(), self.train_cfg.batch_size, epoch, self.seed,
-                                self.rank, self.world, self.train_cfg.steps_per_epoch)
-        gen = torch.Generator().manual_seed(_mix(self.seed, epoch, self.rank, 1))
-        torch.manual_seed(_mix(self.seed, epoch, self.rank, 2))  # dropout: exact on resume
+        cap = self.train_cfg.steps_per_epoch if steps_cap == "config" else steps_cap
+        ids = epoch_batches(train["source_node"].numel(), self.train_cfg.batch_size, epoch,
+                            self.seed, self.rank, self.world, cap)
+        gen = torch.Generator().manual_seed(mix_seed(self.seed, epoch, self.rank, 1))
+        torch.manual_seed(mix_seed(self.seed, epoch, self.rank, 2))  # dropout: exact on resume
+        return EpochSteps(ids, train["source_node"], train["target_node"], self.graph.num_nodes,
+                          gen)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        steps = self.epoch_steps(epoch)
         self.model.train()
         loss_sum, edges = 0.0, 0
         started = time.perf_counter()
-        for step, ids in enumerate(batches):
-            neg = torch.randint(0, self.graph.num_nodes, (ids.numel(),), generator=gen)
-            loss = self.train_step(Batch(src_all[ids], dst_all[ids], neg), gen)
+        for step, batch in enumerate(steps):
+            loss = self.train_step(batch, steps.gen)
             if self.first_step_time is None:
                 self.first_step_time = time.time()
-            loss_sum += loss * ids.numel()
-            edges += ids.numel()
-            global_step = (epoch - 1) * len(batches) + step
+            loss_sum += loss * batch.src.numel()
+            edges += batch.src.numel()
+            global_step = (epoch - 1) * len(steps) + step
             if self.step_writer and (step % self.train_cfg.log_every == 0):
                 self.step_writer.add_scalar("train/loss_step", loss, global_step)
         seconds = time.perf_counter() - started
@@ -242,7 +278,7 @@ class Trainer:
             "train/edges": totals[1].item(),
             "train/edges_per_s": totals[1].item() / seconds,
             "time/train_s": seconds,
-            "train/steps": float(len(batches)),
+            "train/steps": float(len(steps)),
         }
 
     def evaluate(self, split: str, max_sources: int | None) -> dict[str, float]:
@@ -265,11 +301,12 @@ class Trainer:
         }
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write_bytes(self.run_dir / CHECKPOINT, buf.getvalue())
-        atomic_write_json(self.run_dir / CHECKPOINT_INFO, {"epoch": epoch, "saved_at": time.time()})
+        atomic_write_bytes(self.run_dir / rundir.CHECKPOINT, buf.getvalue())
+        last = self.history.epochs[-1] if self.history.epochs else {}
+        CheckpointInfo(epoch, time.time(), last.get("val/mrr")).write(self.run_dir)
 
     def load_checkpoint(self) -> None:
-        path = self.run_dir / CHECKPOINT
+        path = self.run_dir / rundir.CHECKPOINT
         if not path.exists():
             return
         try:
@@ -306,7 +343,7 @@ class Trainer:
         summary = self.summary(test)
         if self.rank == 0:
             self.log_hparams(summary)
-            atomic_write_json(self.run_dir / "summary.json", summary)
+            atomic_write_json(self.run_dir / rundir.SUMMARY, summary)
             print("summary " + json.dumps({k: summary[k] for k in ("val_mrr", "val_accuracy", "test_mrr")}), flush=True)
         return summary
 

@@ -1,9 +1,15 @@
-"""The backend boundary: a trial spec goes in, a handle comes out.
+"""The backend boundary: a backend's config, the trial spec it plans, the handle it returns.
 
-Everything a sweep needs from a backend is on :class:`TrialHandle`: poll its state, wait for
-it, tell which workers to sample, fetch its event files and logs, cancel it. The local backend
-(torchrun on this machine) and the Kubernetes backend (a PyTorchJob) implement it; collectors,
-the results store and the report only ever see this interface.
+A backend is three things, as Hydra's launcher plugins are (a config dataclass, a thin class,
+the work underneath):
+
+* its config, a subclass of :class:`BackendConfig` registered in Hydra's ``backend`` group
+  (``bench/backends/<name>/config.py``): every ``backend.*`` key and its check;
+* a thin :class:`Backend` class (named by the config's ``_target_``) that plans a trial into a
+  :class:`TrialSpec` (where the workers write and read, their threads and cores) and submits it;
+* the :class:`TrialHandle` of a running trial: everything the harness asks of it.
+
+The harness (``bench/trial.py``), the fault injector and the report only ever see these.
 """
 
 from __future__ import annotations
@@ -13,7 +19,40 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from omegaconf import MISSING
+
+from bench.sampling import Sampler
+from rundir import CheckpointInfo
+from trainer.config import ConfigError, overrides_for, positive
+
+if TYPE_CHECKING:
+    from bench.config import Trial
+
+
+@dataclass
+class BackendConfig:
+    """The keys every backend has (``backend.*``); each backend's config extends it."""
+
+    _target_: str = MISSING  # the Backend class, "module.Class" (as Hydra's launcher configs)
+    name: str = MISSING  # the option of the backend group: backend=<name>
+    backoff_limit: int = 3  # restarts allowed (torchrun --max-restarts; runPolicy.backoffLimit)
+    sample_interval_s: float = 1.0  # resource sampling period
+    poll_interval_s: float = 0.5  # how often the harness looks at a running trial
+    timeout_s: float = 3600.0  # a trial running longer is cancelled and recorded as failed
+    max_parallel: int = 1  # trials run at once by hydra/launcher=bench_parallel (1: one by one)
+
+    def validate(self) -> None:
+        """Range checks typing cannot express; raises ConfigError naming the key and the fix."""
+        if self.backoff_limit < 0:
+            raise ConfigError(f"backend.backoff_limit={self.backoff_limit} must be >= 0")
+        for key, example in (("sample_interval_s", 1), ("poll_interval_s", 0.5),
+                             ("timeout_s", 3600)):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"backend.{key}={getattr(self, key)} is invalid: it must be > 0 "
+                                  f"(e.g. backend.{key}={example})")
+        positive("backend.max_parallel", self.max_parallel, "e.g. backend.max_parallel=2")
 
 
 class JobState(enum.Enum):
@@ -31,19 +70,51 @@ class JobState(enum.Enum):
 
 @dataclass
 class TrialSpec:
-    """Everything a backend needs to start one trial, and nothing else."""
+    """Everything a backend needs to start one trial, and nothing else; built once, by
+    :meth:`Backend.plan`."""
 
     trial_id: str  # unique in its sweep, readable, DNS-1123 safe
+    config_key: str  # the hash of what defines the trial's numbers
     sweep_name: str
     workers: int
-    threads_per_worker: int
-    trainer_overrides: list[str]  # `python -m trainer <these>`; run_dir and data_root included
-    trial_dir: Path  # results/<sweep>/<trial>/: logs and fetched files go here
+    epochs: int
+    trial_dir: Path  # results/<sweep>/<trial>/: logs and collected files go here
     run_dir: str  # where the trainer writes (a path the workers see)
-    backoff_limit: int = 3
-    timeout_s: float = 3600.0
+    threads_per_worker: int
+    cores: float  # cores the trial may use (local: this machine's; k8s: every pod's CPU)
+    trainer_overrides: list[str]  # `python -m trainer <these>`; run_dir and data_root included
+    backend: BackendConfig
+    redo: bool = False  # replace, never follow, what an earlier run of the trial left
     env: dict[str, str] = field(default_factory=dict)
-    backend_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def backoff_limit(self) -> int:
+        return self.backend.backoff_limit
+
+    @property
+    def timeout_s(self) -> float:
+        return self.backend.timeout_s
+
+    @classmethod
+    def build(cls, trial: Trial, backend: BackendConfig, *, run_dir: str, data_root: str,
+              threads: int, cores: float) -> TrialSpec:
+        """The spec of ``trial`` once a backend has placed it: the workers write to ``run_dir``,
+        read ``data_root`` and run ``threads`` threads each."""
+        trainer = trial.trainer_slice(run_dir=run_dir, data_root=data_root, threads=threads)
+        return cls(
+            trial_id=trial.trial_id,
+            config_key=trial.config_key,
+            sweep_name=trial.sweep_name,
+            workers=trial.workers,
+            epochs=trial.epochs,
+            trial_dir=trial.trial_dir,
+            run_dir=run_dir,
+            threads_per_worker=threads,
+            cores=cores,
+            trainer_overrides=overrides_for(trainer),
+            backend=backend,
+            redo=trial.redo,
+        )
 
 
 @dataclass
@@ -56,16 +127,24 @@ class JobStatus:
 
 
 class TrialHandle(Protocol):
+    """A submitted trial: everything the harness asks of it, on every backend."""
+
     spec: TrialSpec
 
     def poll(self) -> JobStatus:
         """The current state; cheap, never blocks."""
 
-    def workers(self) -> dict[str, int]:
-        """Worker name -> pid to sample locally ({} where sampling happens elsewhere)."""
+    def sampler(self, interval_s: float) -> Sampler:
+        """The sampler of the trial's CPU and memory per worker (not started)."""
 
-    def fetch_events(self, dest: Path) -> None:
-        """Copy the trial's TensorBoard event files (and summary.json) under ``dest``."""
+    def progress(self) -> CheckpointInfo:
+        """The trainer's last checkpoint (epoch, validation MRR); cheap, never blocks long."""
+
+    def collect(self, dest: Path) -> None:
+        """Copy what the trial wrote (event files, summary.json) and its logs under ``dest``."""
+
+    def release(self) -> None:
+        """Free what the trial holds on its backend (a finished job and its pods)."""
 
     def logs(self, tail_lines: int = 50) -> str:
         """The tail of the workers' combined log."""
@@ -73,37 +152,41 @@ class TrialHandle(Protocol):
     def cancel(self, reason: str) -> None:
         """Stop the trial; its state becomes CANCELLED with ``reason``."""
 
-    # Fault injection (bench/faults.py)
-    def checkpointed_epoch(self) -> int:
-        """The last epoch the trainer has checkpointed (0: none yet); cheap, never blocks long."""
-
     def kill_worker(self, rank: int) -> bool:
         """Kill rank ``rank``'s worker as a fault would; False if it is not running right now."""
 
-    # Optional: ``resource_sampler(interval_s)`` returning an object with the ResourceSampler
-    # interface (start, stop, summary, write_csv) for backends that measure elsewhere
-    # (Kubernetes: PodMetrics). Without it the harness samples ``workers()`` with psutil.
-
 
 class Backend(Protocol):
-    name: str
+    """The thin class of a backend: built from its config, it plans and submits trials."""
+
+    config: BackendConfig
+
+    def plan(self, trial: Trial) -> TrialSpec:
+        """The spec of ``trial`` on this backend; writes at most the trial's own folder."""
+
+    def preflight(self, trial: Trial) -> None:
+        """Check, before anything runs or is written, that this backend can run ``trial``
+        (ConfigError if not); called for every trial of a sweep, so an expensive check (a
+        cluster that answers) is done once per what it checks."""
 
     def submit(self, spec: TrialSpec) -> TrialHandle: ...
 
 
 def wait(handle: TrialHandle, timeout_s: float, poll_interval_s: float,
-         on_poll: Callable[[JobStatus], None] | None = None) -> JobStatus:
+         on_poll: Callable[[JobStatus], None] | None = None,
+         clock: Callable[[], float] = time.monotonic,
+         sleep: Callable[[float], None] = time.sleep) -> JobStatus:
     """Poll until the trial finishes; cancel it and report FAILED after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
+    deadline = clock() + timeout_s
     while True:
         status = handle.poll()
         if on_poll is not None:
             on_poll(status)
         if status.state.finished:
             return status
-        if time.monotonic() > deadline:
+        if clock() > deadline:
             handle.cancel(f"timed out after {timeout_s:.0f} s (backend.timeout_s)")
             status = handle.poll()
             status.state = JobState.FAILED
             return status
-        time.sleep(poll_interval_s)
+        sleep(poll_interval_s)

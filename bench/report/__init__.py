@@ -10,10 +10,10 @@ In Python (a notebook, a script)::
     table = summarize(trials)                          # Table 1: repeats averaged, 95% CIs
     fits = fit_scaling(table)                          # Amdahl and USL per epoch budget
 
-The end of every multirun (``bench.sweep.TableCallback``) calls ``write_report``.
+The end of every multirun (``bench.callbacks.ReportCallback``) calls ``write_report``.
 """
 
-from bench.report.build import Report, write_report
+from bench.report.build import Report, write_report, write_table
 from bench.report.load import NoResultsError, load_resources, load_sweep
 from bench.report.plots import (
     choose_trial,
@@ -59,5 +59,6 @@ __all__ = [
     "to_markdown",
     "usl_time",
     "write_report",
+    "write_table",
     "write_tables",
 ]

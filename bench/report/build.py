@@ -25,7 +25,7 @@ from bench.report.plots import (
 )
 from bench.report.scaling import ScalingFit, fit_scaling
 from bench.report.table import summarize, to_markdown, write_tables
-from bench.store import atomic_write_json, atomic_write_text
+from rundir import atomic_write_json, atomic_write_text
 
 PLOTS_DIR = "plots"
 PLOT_STEMS = ("time_vs_workers", "speedup_efficiency", "validation_curves", "scaling_model")
@@ -126,6 +126,15 @@ def write_report(
     atomic_write_text(out / "report.md", text)
     report.files.append(out / "report.md")
     return report
+
+
+def write_table(sweep_dir: str | os.PathLike[str]) -> str:
+    """Only Table 1 (``table.md``, ``table.csv``, ``table.tex``), returned as Markdown: what the
+    end of a sweep still writes when the full report fails. Raises ``NoResultsError`` when the
+    sweep has no trial."""
+    table = summarize(load_sweep(sweep_dir))
+    write_tables(table, sweep_dir)
+    return to_markdown(table)
 
 
 def _remove_stale_plots(plots: Path, written: list[Path]) -> None:

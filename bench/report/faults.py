@@ -20,8 +20,8 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bench.report.plots import _figure, save_figure
-from bench.store import atomic_write_text
+from bench.report.plots import new_figure, save_figure
+from rundir import atomic_write_text
 
 TWIN_KEYS = ("workers", "epochs", "seed", "dataset", "model")
 COLUMNS = {
@@ -131,7 +131,7 @@ def faults_markdown(table: pd.DataFrame) -> str:
 
 def plot_faults(table: pd.DataFrame) -> Figure:
     """Time taken with faults against the twin's, and the recovery time, per trial."""
-    fig, (ax,) = _figure(width=7.0)
+    fig, (ax,) = new_figure(width=7.0)
     labels = [f"w{r.workers} e{r.epochs} s{r.seed}\n{r.faults} fault(s)" for r in table.itertuples()]
     x = list(range(len(table)))
     twin = [v if v is not None else 0.0 for v in table["twin_time_s"]]

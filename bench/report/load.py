@@ -18,31 +18,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.config import WHERE_AND_HOW
+from bench.layout import TrialDir
+from bench.result import TrialResult, numeric_fields
 from bench.store import read_json
 
-# Fields of result.json that are numbers (NaN where missing) and identity fields (nullable ints).
-NUMERIC_FIELDS = (
-    "time_total_s",
-    "time_startup_s",
-    "val_mrr",
-    "val_accuracy",
-    "val_hits@10",
-    "test_mrr",
-    "test_accuracy",
-    "train_loss",
-    "edges_per_s",
-    "cpu_cores_mean",
-    "memory_mib_mean",
-    "cores",
-    "threads_per_worker",
-    "restarts",
-)
+# Table dimensions of their own (nullable ints) rather than part of a trial's "setting".
 IDENTITY_FIELDS = ("workers", "epochs", "seed")
-# Config keys that say where results go or how the harness runs, not what a trial computes
-# (as in bench.trial.trial_identity: of the backend only its name counts).
-_HARNESS_KEYS = ("sweep_name", "results_dir", "run_dir", "redo", "progress", "experiment")
-# Keys that are table dimensions of their own rather than part of a trial's "setting".
-_DIMENSION_KEYS = ("workers", "epochs", "seed")
+# Fields of result.json that are numbers (NaN where missing), from the schema.
+NUMERIC_FIELDS = tuple(f for f in numeric_fields() if f not in IDENTITY_FIELDS)
 
 
 class NoResultsError(FileNotFoundError):
@@ -89,7 +73,7 @@ def load_resources(trial_dir: str | os.PathLike[str]) -> pd.DataFrame:
     ``t`` is seconds since the sampler started (right after submission); ``cpu_cores`` is NaN
     for a worker's first sample.
     """
-    path = Path(trial_dir) / "resources.csv"
+    path = TrialDir(Path(trial_dir)).resources
     columns = ["t", "worker", "cpu_cores", "rss_mib"]
     if not path.is_file() or path.stat().st_size == 0:
         return pd.DataFrame(columns=columns)
@@ -105,20 +89,21 @@ def _trial_dirs(root: Path) -> list[Path]:
         for d in root.iterdir()
         if d.is_dir()
         and not d.name.startswith(".")
-        and ((d / "result.json").exists() or (d / "config.yaml").exists())
+        and (TrialDir(d).result.exists() or TrialDir(d).config.exists())
     )
 
 
 def _read_trial(trial_dir: Path) -> dict[str, Any]:
     """The result of one trial folder, or an ``incomplete`` record built from its config."""
-    result = read_json(trial_dir / "result.json")
+    folder = TrialDir(trial_dir)
+    result = read_json(folder.result)
     if result is not None:
-        record = dict(result)
+        record = TrialResult.from_json(result).to_json()
     else:
-        config = _read_config_yaml(trial_dir / "config.yaml")
+        config = _read_config_yaml(folder.config)
         why = (
             "result.json is unreadable (damaged)"
-            if (trial_dir / "result.json").exists()
+            if folder.result.exists()
             else "no result.json: the trial is still running or was interrupted"
         )
         record = {
@@ -131,7 +116,7 @@ def _read_trial(trial_dir: Path) -> dict[str, Any]:
             "backend": (config.get("backend") or {}).get("name"),
             "config": config,
         }
-    record.setdefault("trial_id", trial_dir.name)
+    record["trial_id"] = record.get("trial_id") or trial_dir.name
     record["trial_dir"] = str(trial_dir)
     record["memory_mib_peak"] = _peak(record.get("memory_mib"))
     return record
@@ -199,7 +184,7 @@ def trial_setting(row: pd.Series) -> dict[str, str]:
         if isinstance(row.get(key), str):
             flat[key] = row[key]
     backend = config.pop("backend", None)
-    for key in (*_HARNESS_KEYS, *_DIMENSION_KEYS):
+    for key in (*WHERE_AND_HOW, *IDENTITY_FIELDS):
         config.pop(key, None)
     _flat("", config, flat)
     if isinstance(backend, dict) and backend.get("name"):

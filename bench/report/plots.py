@@ -22,12 +22,12 @@ from matplotlib.ticker import MaxNLocator
 
 from bench.report.load import load_resources
 from bench.report.scaling import ScalingFit
-from bench.store import atomic_write_bytes
+from rundir import atomic_write_bytes
 
 FORMATS = ("png", "svg")
 
 
-def _figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 4.2):
+def new_figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 4.2):
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -124,7 +124,7 @@ def _empty(ax, text: str) -> None:
 
 def plot_time(table: pd.DataFrame) -> Figure:
     """Time taken against workers, one line per epoch budget, with 95% CI error bars."""
-    fig, (ax,) = _figure()
+    fig, (ax,) = new_figure()
     series = list(_series(table))
     for (label, rows), color in zip(series, _colors(len(series)), strict=True):
         _errorbar(
@@ -165,7 +165,7 @@ def plot_time(table: pd.DataFrame) -> Figure:
 
 def plot_speedup(table: pd.DataFrame) -> Figure:
     """Speedup and parallel efficiency against workers, with the ideal lines."""
-    fig, (ax_s, ax_e) = _figure(ncols=2, width=5.4)
+    fig, (ax_s, ax_e) = new_figure(ncols=2, width=5.4)
     series = list(_series(table))
     for (label, rows), color in zip(series, _colors(len(series)), strict=True):
         _errorbar(
@@ -221,7 +221,7 @@ def plot_curves(df: pd.DataFrame, tags: tuple[str, ...] = ("val/mrr", "val/accur
     Lines are coloured by worker count; up to 12 trials each get a legend entry, more share
     one entry per worker count. Trials that did not succeed are dashed.
     """
-    fig, axes = _figure(ncols=len(tags), width=5.4)
+    fig, axes = new_figure(ncols=len(tags), width=5.4)
     trials = df[df["curves"].map(lambda c: any(c.get(tag) for tag in tags))]
     workers = sorted({int(w) for w in trials["workers"].dropna()})
     color_of = dict(zip(workers, _colors(len(workers)), strict=True))
@@ -280,7 +280,7 @@ def plot_usage(trial: pd.Series, kind: str) -> Figure:
         "cpu": ("cpu_cores", "CPU (cores)", "CPU usage per worker"),
         "memory": ("rss_mib", "memory RSS (MiB)", "Memory usage per worker"),
     }[kind]
-    fig, (ax,) = _figure(width=7.0)
+    fig, (ax,) = new_figure(width=7.0)
     samples = load_resources(trial["trial_dir"]).dropna(subset=[column])
     workers = sorted(samples["worker"].unique(), key=_worker_order)
     for worker, color in zip(workers, _colors(len(workers)), strict=True):
@@ -323,7 +323,7 @@ def plot_scaling(fits: list[ScalingFit]) -> Figure:
     Solid curves are the reported fits; dotted ones the same models on the other point set
     (with/without oversubscribed points). A star marks the USL's best worker count.
     """
-    fig, axes = _figure(ncols=max(1, len(fits)), width=5.6)
+    fig, axes = new_figure(ncols=max(1, len(fits)), width=5.6)
     if not fits:
         _empty(axes[0], "no succeeded trial: nothing to fit")
         return fig

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import nnls
 
 MIN_WORKER_COUNTS = {"amdahl": 2, "usl": 3}
 POLICIES = ("auto", "exclude", "include")
@@ -143,8 +142,30 @@ def _distinct(workers, times) -> tuple[np.ndarray, np.ndarray]:
 
 def _nnls_relative(design: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Non-negative coefficients minimising sum((design @ c) / t - 1)^2."""
-    coefficients, _ = nnls(design / t[:, None], np.ones_like(t))
-    return coefficients
+    return nnls(design / t[:, None], np.ones_like(t))
+
+
+def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """argmin ||a x - b|| subject to x >= 0, for the few columns of a scaling model.
+
+    Exact by enumeration: the optimum is the least-squares solution on its own support, so the
+    best of the non-negative least-squares solutions over every subset of columns is the
+    optimum (2^k subsets of k <= 3 columns here; scipy.optimize's solver would cost the report
+    more to import than the fits take).
+    """
+    k = a.shape[1]
+    best, best_residual = np.zeros(k), float(np.sum(b * b))
+    for mask in range(1, 2**k):
+        columns = [j for j in range(k) if mask >> j & 1]
+        x, *_ = np.linalg.lstsq(a[:, columns], b, rcond=None)
+        if np.any(x < 0):
+            continue
+        residual = float(np.sum((a[:, columns] @ x - b) ** 2))
+        if residual < best_residual - 1e-15 * max(1.0, best_residual):
+            best = np.zeros(k)
+            best[columns] = x
+            best_residual = residual
+    return best
 
 
 def _too_few(model: str, points: str, n: np.ndarray) -> ModelFit | None:

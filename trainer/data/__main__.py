@@ -21,7 +21,7 @@ def main(argv: list[str]) -> None:
         fail("usage: python -m trainer.data prepare [dataset=<preset>] [data_root=<dir>]")
     try:
         cfg = compose(argv[1:])
-        validate_trainer(cfg.dataset, cfg.model, cfg.train)
+        validate_trainer(cfg)
     except ConfigError as exc:
         fail(str(exc))
     started = time.perf_counter()

@@ -2,6 +2,7 @@
 
 Split by responsibility:
 
+* :mod:`.config` its keys (``backend=k8s``), registered with Hydra;
 * :mod:`.manifests` pure builders (trial spec -> PyTorchJob dict, names, labels, paths);
 * :mod:`.errors` one-line errors that name the fix, retries with backoff;
 * :mod:`.client` the API calls (official ``kubernetes`` client), one per RBAC verb;
@@ -16,6 +17,20 @@ step-by-step guide is ``docs/gke.md``.
 
 from __future__ import annotations
 
-from bench.backends.k8s.handle import DryRunHandle, K8sBackend, K8sHandle
+from typing import Any
 
-__all__ = ["DryRunHandle", "K8sBackend", "K8sHandle"]
+__all__ = ["DryRunHandle", "K8sBackend", "K8sConfig", "K8sHandle"]
+
+
+def __getattr__(name: str) -> Any:
+    """The backend's classes, imported on first use: registering ``backend/k8s`` (which imports
+    :mod:`.config`) must not import the Kubernetes client."""
+    if name == "K8sConfig":
+        from bench.backends.k8s.config import K8sConfig
+
+        return K8sConfig
+    if name in ("DryRunHandle", "K8sBackend", "K8sHandle"):
+        from bench.backends.k8s import handle
+
+        return getattr(handle, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,6 +28,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from bench.backends.k8s.config import K8sConfig
 from bench.backends.k8s.errors import (
     Conflict,
     K8sError,
@@ -36,13 +37,13 @@ from bench.backends.k8s.errors import (
     is_transient,
     with_retries,
 )
-from bench.backends.k8s.manifests import GROUP, JOB_NAME_LABEL, PLURAL, VERSION, K8sOptions
+from bench.backends.k8s.manifests import GROUP, JOB_NAME_LABEL, PLURAL, VERSION
 
 T = TypeVar("T")
 METRICS_GROUP, METRICS_VERSION = "metrics.k8s.io", "v1beta1"
 
 
-def load_configuration(opts: K8sOptions) -> k8s.Configuration:
+def load_configuration(opts: K8sConfig) -> k8s.Configuration:
     """Client configuration from the kubeconfig (file and context from ``opts``), or the pod's
     in-cluster service account when there is no kubeconfig and the harness runs in a pod."""
     configuration = k8s.Configuration()
@@ -78,7 +79,7 @@ def load_configuration(opts: K8sOptions) -> k8s.Configuration:
 class KubeClient:
     """Typed, retried wrappers of the API calls; results are plain dicts as the API sends them."""
 
-    def __init__(self, opts: K8sOptions, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, opts: K8sConfig, sleep: Callable[[float], None] = time.sleep):
         self.opts = opts
         self.namespace = opts.namespace
         self._sleep = sleep

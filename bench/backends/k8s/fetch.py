@@ -15,7 +15,7 @@ import json
 from pathlib import Path, PurePosixPath
 
 from bench.backends.k8s.client import KubeClient
-from bench.store import atomic_write_bytes
+from rundir import atomic_write_bytes
 
 
 def volume_path(path: str, mount_path: str) -> str:

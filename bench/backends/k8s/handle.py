@@ -1,10 +1,10 @@
 """Submit and follow one trial as a PyTorchJob: the Kubernetes :class:`TrialHandle`.
 
 ``submit`` creates the job, or follows the job of the same name when a re-run of the sweep
-finds one (same spec, not failed); ``poll`` reads its conditions and pods; ``fetch_events``
-saves the pods' log tails, copies the event files from the shared volume, writes ``k8s.json``
-(job name, timestamps, per-pod restarts, problems) and deletes the job unless
-``backend.keep_jobs``. ``resource_sampler`` samples PodMetrics instead of local processes.
+finds one (same spec, not failed); ``poll`` reads its conditions and pods; ``collect`` saves
+the pods' log tails, copies the event files from the shared volume and writes ``k8s.json``
+(job name, timestamps, per-pod restarts, problems); ``release`` deletes the job unless
+``backend.keep_jobs``. ``sampler`` samples PodMetrics instead of local processes.
 """
 
 from __future__ import annotations
@@ -12,20 +12,36 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import rundir
 from bench.backends.base import JobState, JobStatus, TrialSpec
 from bench.backends.k8s import fetch, follow
 from bench.backends.k8s.client import KubeClient
+from bench.backends.k8s.config import K8sConfig
 from bench.backends.k8s.errors import Conflict, K8sError, is_transient
-from bench.backends.k8s.manifests import SPEC_HASH_ANNOTATION, K8sOptions, pytorchjob, to_yaml
-from bench.backends.k8s.metrics import PodMetricsSampler
+from bench.backends.k8s.manifests import (
+    SPEC_HASH_ANNOTATION,
+    pod_cores,
+    pod_threads,
+    pytorchjob,
+    to_yaml,
+    volume_paths,
+)
+from bench.backends.k8s.metrics import PodMetrics
 from bench.events import read_scalars
-from bench.faults import CHECKPOINT_INFO, checkpointed_epoch
-from bench.store import atomic_write_json, atomic_write_text
+from bench.layout import TrialDir
+from bench.sampling import Sampler
+from rundir import CheckpointInfo, atomic_write_json, atomic_write_text
+from trainer.config import ConfigError
+
+if TYPE_CHECKING:
+    from bench.config import Trial
 
 # How long the API may stay unreachable while a job runs before the trial is given up.
 LOST_CONTACT_S = 300.0
+PREFLIGHT_JOB = "gnn-bench-preflight"  # looked up (never created) to check that a cluster answers
+_CLUSTERS_ANSWERED: set[tuple[str | None, str | None, str]] = set()
 
 
 def _say(message: str) -> None:
@@ -36,7 +52,7 @@ class K8sHandle:
     """One PyTorchJob, created or re-found by name."""
 
     def __init__(
-        self, spec: TrialSpec, opts: K8sOptions, client: KubeClient, manifest: dict[str, Any]
+        self, spec: TrialSpec, opts: K8sConfig, client: KubeClient, manifest: dict[str, Any]
     ):
         self.spec, self.opts, self.client, self.manifest = spec, opts, client, manifest
         self.name: str = manifest["metadata"]["name"]
@@ -58,7 +74,7 @@ class K8sHandle:
         self._failing_since: float | None = None
         self._deleted = False
         self._log_tails: dict[str, str] | None = None  # kept once the pods may be gone
-        self._sampler: PodMetricsSampler | None = None
+        self._metrics: PodMetrics | None = None
 
     # -- submission
     def start(self) -> None:
@@ -90,7 +106,7 @@ class K8sHandle:
         metadata = job.get("metadata") or {}
         if metadata.get("deletionTimestamp"):
             return "it is being deleted"
-        if self.spec.backend_options.get("redo"):
+        if self.spec.redo:
             return "redo=true"
         theirs = (metadata.get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
         ours = self.manifest["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
@@ -174,22 +190,29 @@ class K8sHandle:
         )
         return self._last
 
-    def workers(self) -> dict[str, int]:
-        return {}  # the workers are pods: see resource_sampler
-
-    def resource_sampler(self, interval_s: float) -> PodMetricsSampler:
+    def sampler(self, interval_s: float) -> Sampler:
         """The sampler of this trial's CPU and memory (PodMetrics of its pods)."""
-        self._sampler = PodMetricsSampler(self.client, self.name, interval_s)
-        return self._sampler
+        self._metrics = PodMetrics(self.client, self.name)
+        return Sampler(self._metrics, interval_s)
 
-    def fetch_events(self, dest: Path) -> None:
-        """Logs, event files and summary.json into ``dest``; then delete the job (unless kept)."""
-        self._save_logs(dest / "logs")
+    def progress(self) -> CheckpointInfo:
+        """``checkpoints/last.json`` on the volume, through the file server."""
         run_dir = fetch.volume_path(self.spec.run_dir, self.opts.mount_path)
         try:
-            if not fetch.fetch_tree(self.client, f"{run_dir}/tb", dest / "events"):
-                self.problems.append(f"no event files at {self.spec.run_dir}/tb on the volume")
-            fetch.fetch_file(self.client, f"{run_dir}/summary.json", dest / "summary.json")
+            return CheckpointInfo.parse(self.client.proxy_get(f"{run_dir}/{rundir.CHECKPOINT_INFO}"))
+        except K8sError:
+            return CheckpointInfo()  # no progress seen at this poll; the next one asks again
+
+    def collect(self, dest: Path) -> None:
+        """Logs, event files, summary.json and k8s.json into ``dest``."""
+        trial = TrialDir(dest)
+        self._save_logs(trial.logs)
+        run_dir = fetch.volume_path(self.spec.run_dir, self.opts.mount_path)
+        try:
+            if not fetch.fetch_tree(self.client, f"{run_dir}/{rundir.EVENTS}", trial.events):
+                self.problems.append(
+                    f"no event files at {self.spec.run_dir}/{rundir.EVENTS} on the volume")
+            fetch.fetch_file(self.client, f"{run_dir}/{rundir.SUMMARY}", trial.summary)
         except (K8sError, ValueError) as exc:
             self.problems.append(f"could not fetch the event files: {exc}")
             print(
@@ -197,10 +220,13 @@ class K8sHandle:
                 file=sys.stderr,
                 flush=True,
             )
-        scalars = read_scalars(dest / "events")
+        scalars = read_scalars(trial.events)
         self.timestamps["first_step"] = scalars.first_wall_time("train/loss_step")
         self.timestamps["first_epoch"] = scalars.first_wall_time("time/epoch_s")
         self._write_record(dest / "k8s.json")
+
+    def release(self) -> None:
+        """Delete the job and its pods, unless ``backend.keep_jobs``."""
         if not self.opts.keep_jobs:
             self._delete()
 
@@ -222,16 +248,10 @@ class K8sHandle:
         self.finished_at = time.time()
 
     # -- fault injection
-    def checkpointed_epoch(self) -> int:
-        """The epoch in ``checkpoints/last.json`` on the volume, through the file server."""
-        run_dir = fetch.volume_path(self.spec.run_dir, self.opts.mount_path)
-        try:
-            return checkpointed_epoch(self.client.proxy_get(f"{run_dir}/{CHECKPOINT_INFO}"))
-        except K8sError:
-            return 0  # no progress seen at this poll; the next one asks again
-
     def kill_worker(self, rank: int) -> bool:
         """Delete rank ``rank``'s pod (no grace period); False if it is not running now."""
+        if self._cancel_reason is not None or self._last.state.finished:
+            return False
         pod = next((p for p in self.pods if p.worker == f"rank{rank}"), None)
         if pod is None or pod.phase != "Running":
             return False
@@ -315,9 +335,9 @@ class K8sHandle:
                     }
                     for p in self.pods
                 },
-                "metrics_window_s": self._sampler.window_s if self._sampler else None,
+                "metrics_window_s": self._metrics.window_s if self._metrics else None,
                 "problems": self.problems
-                + ([self._sampler.problem] if self._sampler and self._sampler.problem else []),
+                + ([self._metrics.problem] if self._metrics and self._metrics.problem else []),
             },
         )
 
@@ -327,7 +347,7 @@ class DryRunHandle:
 
     def __init__(self, spec: TrialSpec, manifest: dict[str, Any]):
         self.spec = spec
-        self.path = spec.trial_dir.parent / "manifests" / f"{spec.trial_id}.yaml"
+        self.path = TrialDir(spec.trial_dir).manifest
         atomic_write_text(self.path, to_yaml(manifest))
         self.submitted_at = time.time()
         _say(f"{spec.trial_id}: dry run, wrote {self.path}")
@@ -341,10 +361,16 @@ class DryRunHandle:
             self.submitted_at,
         )
 
-    def workers(self) -> dict[str, int]:
-        return {}
+    def sampler(self, interval_s: float) -> Sampler:
+        return Sampler(_NoReadings(), interval_s)
 
-    def fetch_events(self, dest: Path) -> None:
+    def progress(self) -> CheckpointInfo:
+        return CheckpointInfo()
+
+    def collect(self, dest: Path) -> None:
+        pass
+
+    def release(self) -> None:
         pass
 
     def logs(self, tail_lines: int = 50) -> str:
@@ -353,23 +379,52 @@ class DryRunHandle:
     def cancel(self, reason: str) -> None:
         pass
 
-    def checkpointed_epoch(self) -> int:
-        return 0
-
     def kill_worker(self, rank: int) -> bool:
         return False
 
 
-class K8sBackend:
-    """Trials as Kubeflow PyTorchJobs; ``spec.backend_options`` is the resolved ``cfg.backend``."""
+class _NoReadings:
+    min_interval_s = 0.0
 
-    name = "k8s"
+    def read(self, t: float) -> list:
+        return []
+
+
+class K8sBackend:
+    """Trials as Kubeflow PyTorchJobs, configured by ``backend=k8s`` (K8sConfig)."""
+
+    def __init__(self, config: K8sConfig):
+        self.config = config
+
+    def plan(self, trial: Trial) -> TrialSpec:
+        """Each worker pod gets its own cores; the workers write to
+        ``<mount_path>/runs/<sweep>/<trial>/<run id>`` and read ``<mount_path>/datasets`` on the
+        shared volume."""
+        run_dir, data_root = volume_paths(self.config.mount_path, trial.sweep_name,
+                                          trial.trial_id, TrialDir(trial.trial_dir).run_id())
+        return TrialSpec.build(
+            trial, self.config, run_dir=run_dir, data_root=data_root,
+            threads=pod_threads(self.config.cpu, self.config.cpu_limit),
+            cores=pod_cores(trial.workers, self.config),
+        )
+
+    def preflight(self, trial: Trial) -> None:
+        """The kubeconfig loads, the API server answers and the training operator is installed
+        (one GET of a PyTorchJob, a verb the harness's Role has), once per cluster and
+        namespace; nothing for a dry run."""
+        cluster = (self.config.kubeconfig, self.config.context, self.config.namespace)
+        if self.config.dry_run or cluster in _CLUSTERS_ANSWERED:
+            return
+        try:
+            KubeClient(self.config).get_job(PREFLIGHT_JOB)
+        except K8sError as exc:
+            raise ConfigError(str(exc)) from exc
+        _CLUSTERS_ANSWERED.add(cluster)
 
     def submit(self, spec: TrialSpec) -> K8sHandle | DryRunHandle:
-        opts = K8sOptions.from_mapping(spec.backend_options)
-        manifest = pytorchjob(spec, opts)
-        if opts.dry_run:
+        manifest = pytorchjob(spec)
+        if self.config.dry_run:
             return DryRunHandle(spec, manifest)
-        handle = K8sHandle(spec, opts, KubeClient(opts), manifest)
+        handle = K8sHandle(spec, self.config, KubeClient(self.config), manifest)
         handle.start()
         return handle

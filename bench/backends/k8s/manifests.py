@@ -10,17 +10,16 @@ pod, so every replica runs the same ``python -m trainer <overrides>`` as a torch
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from bench.backends.base import TrialSpec
+from bench.backends.k8s.config import K8sConfig
 
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "pytorchjobs", "PyTorchJob"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -37,47 +36,6 @@ SPEC_HASH_ANNOTATION = "gnn-bench/spec-hash"
 # characters), so the job name leaves room for "-worker-999".
 MAX_JOB_NAME = 48
 DATA_VOLUME = "bench-data"
-
-
-@dataclass(frozen=True)
-class K8sOptions:
-    """The Kubernetes slice of ``cfg.backend`` (see ``BackendConf`` for every field's meaning)."""
-
-    namespace: str = "gnn-bench"
-    context: str | None = None
-    kubeconfig: str | None = None
-    image: str = "gnn-bench/trainer:latest"
-    image_pull_policy: str = "IfNotPresent"
-    cpu: str = "1"
-    memory: str = "2Gi"
-    cpu_limit: str | None = None
-    memory_limit: str | None = None
-    gpus: int = 0
-    node_selector: dict[str, str] = field(default_factory=dict)
-    volume_claim: str = "gnn-bench-data"
-    mount_path: str = "/mnt/bench"
-    shm_size: str = "1Gi"
-    files_service: str = "gnn-bench-files"
-    dry_run: bool = False
-    keep_jobs: bool = False
-    clean_pod_policy: str = "None"
-    active_deadline_s: int | None = None
-    ttl_after_finished_s: int | None = 86400
-    timeout_s: float = 3600.0
-    poll_interval_s: float = 5.0
-    log_tail_lines: int = 200
-    api_retries: int = 5
-    api_backoff_s: float = 1.0
-    request_timeout_s: float = 30.0
-
-    @classmethod
-    def from_mapping(cls, backend: Mapping[str, Any]) -> K8sOptions:
-        """Build from the resolved ``cfg.backend`` (keys this class does not know are ignored)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in backend.items() if k in known}
-        if values.get("node_selector") is not None:
-            values["node_selector"] = dict(values["node_selector"])
-        return cls(**values)
 
 
 def slug(text: str) -> str:
@@ -123,14 +81,14 @@ def pod_threads(cpu: str, cpu_limit: str | None = None) -> int:
     return max(1, int(parse_quantity(cpu_limit or cpu)))
 
 
-def pod_cores(workers: int, opts: K8sOptions) -> float:
+def pod_cores(workers: int, opts: K8sConfig) -> float:
     """CPU cores a trial may use on the cluster: every pod's limit (or request)."""
     from kubernetes.utils.quantity import parse_quantity
 
     return workers * float(parse_quantity(opts.cpu_limit or opts.cpu))
 
 
-def _resources(opts: K8sOptions) -> dict[str, dict[str, str]]:
+def _resources(opts: K8sConfig) -> dict[str, dict[str, str]]:
     limits = {
         "cpu": str(opts.cpu_limit or opts.cpu),
         "memory": str(opts.memory_limit or opts.memory),
@@ -152,7 +110,7 @@ POD_SECURITY = {
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
-def _pod_template(spec: TrialSpec, opts: K8sOptions, labels: dict[str, str]) -> dict[str, Any]:
+def _pod_template(spec: TrialSpec, opts: K8sConfig, labels: dict[str, str]) -> dict[str, Any]:
     env = {"OMP_NUM_THREADS": str(spec.threads_per_worker), **spec.env}
     container = {
         "name": CONTAINER,
@@ -182,8 +140,10 @@ def _pod_template(spec: TrialSpec, opts: K8sOptions, labels: dict[str, str]) -> 
     return {"metadata": {"labels": dict(labels)}, "spec": pod_spec}
 
 
-def pytorchjob(spec: TrialSpec, opts: K8sOptions) -> dict[str, Any]:
-    """The PyTorchJob of one trial, with its spec hash in an annotation."""
+def pytorchjob(spec: TrialSpec) -> dict[str, Any]:
+    """The PyTorchJob of one trial (``spec.backend`` is its K8sConfig), with its spec hash in an
+    annotation."""
+    opts: K8sConfig = spec.backend  # type: ignore[assignment]
     labels = {
         "app.kubernetes.io/name": "gnn-bench",
         "app.kubernetes.io/component": "trial",

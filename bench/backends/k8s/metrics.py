@@ -1,9 +1,8 @@
 """CPU and memory per worker from ``metrics.k8s.io`` PodMetrics.
 
-The same series as the local backend's psutil sampler (``bench.resources``): one
-:class:`~bench.resources.ResourceSample` per worker (``rank<n>``) and tick, so ``summary()``,
-``resources.csv`` and ``result.json`` have the same shape on both backends. Differences that
-come from the API, not from us:
+A :class:`~bench.sampling.SampleSource` for the shared :class:`~bench.sampling.Sampler`, as
+the local backend's psutil process trees are: one sample per worker (``rank<n>``) and tick.
+Differences that come from the API, not from us:
 
 * ``cpu_cores`` is metrics-server's average over its ``window`` (usually 10-30 s), so samples
   are taken no faster than that window, and a window already seen is not counted twice. The
@@ -19,7 +18,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +26,7 @@ from kubernetes.utils.quantity import parse_quantity
 from bench.backends.k8s.client import KubeClient
 from bench.backends.k8s.errors import K8sError, MetricsUnavailable
 from bench.backends.k8s.manifests import worker_of_pod
-from bench.resources import ResourceSample, ResourceSampler
+from bench.sampling import ResourceSample, Sampler
 
 logger = logging.getLogger(__name__)
 
@@ -59,32 +57,28 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-class PodMetricsSampler(ResourceSampler):
-    """Samples the PodMetrics of one PyTorchJob's pods in a background thread."""
+class PodMetrics:
+    """The PodMetrics of one PyTorchJob's pods, one sample per worker and new window."""
 
-    def __init__(
-        self, client: KubeClient, job: str, interval_s: float, warn: Callable[[str], None] = _warn
-    ):
-        super().__init__(dict, interval_s=interval_s)  # no pids to discover: pods are remote
-        self._client, self._job, self._warn = client, job, warn
-        self._requested_s = interval_s
+    def __init__(self, client: KubeClient, job: str, warn: Callable[[str], None] = _warn):
+        self._client, self._job, self.warn = client, job, warn
         self._window_seen: dict[str, str] = {}  # worker -> timestamp of its last sample
         self.window_s: float | None = None
+        self.min_interval_s = 0.0  # the window, once seen: no faster than the API
         self.problem: str | None = None
 
-    def _sample_once(self) -> None:
+    def read(self, t: float) -> list[ResourceSample]:
         if self.problem is not None:
-            return
+            return []
         try:
             items = self._client.pod_metrics(self._job)
         except MetricsUnavailable as exc:
             self.problem = str(exc)
-            self._warn(f"{self._job}: {exc}")
-            return
+            self.warn(f"{self._job}: {exc}")
+            return []
         except K8sError as exc:  # a passing API problem: skip this tick
             logger.warning("PodMetrics of %s: %s", self._job, exc)
-            return
-        now = time.monotonic()
+            return []
         samples = []
         for item in items:
             worker = worker_of_pod((item.get("metadata") or {}).get("name", ""), self._job)
@@ -92,17 +86,15 @@ class PodMetricsSampler(ResourceSampler):
                 continue
             window = parse_duration(item.get("window"))
             if window:
-                self.window_s = window
-                self._interval_s = max(self._requested_s, window)  # no faster than the API
+                self.window_s = self.min_interval_s = window
             stamp = str(item.get("timestamp"))
             if self._window_seen.get(worker) == stamp:
                 continue  # the same window again: not a new measurement
             self._window_seen[worker] = stamp
             cpu, memory = usage(item)
-            samples.append(
-                ResourceSample(
-                    t=now - self._start_monotonic, worker=worker, cpu_cores=cpu, rss_mib=memory
-                )
-            )
-        with self._lock:
-            self._samples.extend(sorted(samples, key=lambda s: s.worker))
+            samples.append(ResourceSample(t=t, worker=worker, cpu_cores=cpu, rss_mib=memory))
+        return sorted(samples, key=lambda s: s.worker)
+
+
+def pod_metrics_sampler(client: KubeClient, job: str, interval_s: float) -> Sampler:
+    return Sampler(PodMetrics(client, job), interval_s)

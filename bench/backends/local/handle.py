@@ -1,4 +1,4 @@
-"""Local backend: a trial is a torchrun process group on this machine.
+"""The local backend and its handle: a trial is a torchrun process group on this machine.
 
 torchrun (``torch.distributed.run``, the elastic launcher) starts ``workers`` processes of
 ``python -m trainer``. Its ``--max-restarts`` restarts the whole worker group when a worker
@@ -21,12 +21,22 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
+import rundir
 from bench.backends.base import JobState, JobStatus, TrialSpec
-from bench.faults import CHECKPOINT_INFO, checkpointed_epoch
-from bench.resources import torchrun_workers
+from bench.backends.local.config import LocalConfig
+from bench.backends.local.processes import process_sampler, torchrun_workers
+from bench.layout import TrialDir
+from bench.sampling import Sampler
+from bench.store import unusable_folder
+from rundir import CheckpointInfo
+from trainer.config import ConfigError
+
+if TYPE_CHECKING:
+    from bench.config import Trial
 
 PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
@@ -56,7 +66,7 @@ def threads_per_worker(workers: int, cores: int) -> int:
 class LocalHandle:
     def __init__(self, spec: TrialSpec):
         self.spec = spec
-        self.log_path = spec.trial_dir / "logs" / "workers.log"
+        self.log_path = TrialDir(spec.trial_dir).workers_log
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         command = [
             sys.executable, "-m", "torch.distributed.run",
@@ -112,15 +122,24 @@ class LocalHandle:
         self._last_workers = live
         return found
 
-    def fetch_events(self, dest: Path) -> None:
+    def sampler(self, interval_s: float) -> Sampler:
+        """psutil over each worker's process tree."""
+        return process_sampler(self.workers, interval_s)
+
+    def progress(self) -> CheckpointInfo:
+        return CheckpointInfo.read(self.spec.run_dir)
+
+    def collect(self, dest: Path) -> None:
         """The workers wrote into ``run_dir`` on this machine: copy the event files over."""
-        run_dir = Path(self.spec.run_dir)
+        run_dir, trial = Path(self.spec.run_dir), TrialDir(dest)
         dest.mkdir(parents=True, exist_ok=True)
-        tb = run_dir / "tb"
-        if tb.is_dir():
-            shutil.copytree(tb, dest / "events", dirs_exist_ok=True)
-        if (run_dir / "summary.json").exists():
-            shutil.copy2(run_dir / "summary.json", dest / "summary.json")
+        if (run_dir / rundir.EVENTS).is_dir():
+            shutil.copytree(run_dir / rundir.EVENTS, trial.events, dirs_exist_ok=True)
+        if (run_dir / rundir.SUMMARY).exists():
+            shutil.copy2(run_dir / rundir.SUMMARY, trial.summary)
+
+    def release(self) -> None:
+        """Nothing outlives the process group on this machine."""
 
     def logs(self, tail_lines: int = 50) -> str:
         try:
@@ -141,12 +160,6 @@ class LocalHandle:
             self.process.wait()
         except ProcessLookupError:
             pass
-
-    def checkpointed_epoch(self) -> int:
-        try:
-            return checkpointed_epoch((Path(self.spec.run_dir) / CHECKPOINT_INFO).read_bytes())
-        except OSError:
-            return 0
 
     def kill_worker(self, rank: int) -> bool:
         """SIGKILL the worker process of rank ``rank``: torchrun restarts the whole group."""
@@ -194,7 +207,26 @@ def _running(process: psutil.Process) -> bool:
 
 
 class LocalBackend:
-    name = "local"
+    """Trials as torchrun process groups; the workers write to ``<trial_dir>/run``."""
+
+    def __init__(self, config: LocalConfig):
+        self.config = config
+
+    def plan(self, trial: Trial) -> TrialSpec:
+        cores = self.config.cores or os.cpu_count() or 1
+        return TrialSpec.build(
+            trial, self.config, run_dir=str(TrialDir(trial.trial_dir).run.resolve()),
+            data_root=trial.data_root, threads=threads_per_worker(trial.workers, cores),
+            cores=cores,
+        )
+
+    def preflight(self, trial: Trial) -> None:
+        """data_root must be (or become) a folder of this machine."""
+        data_root = Path(trial.data_root)
+        problem = None if data_root.is_dir() else unusable_folder(data_root)
+        if problem:
+            raise ConfigError(f"data_root={trial.data_root} cannot hold datasets ({problem}): set "
+                              "data_root=<a writable folder> or GNN_BENCH_DATA")
 
     def submit(self, spec: TrialSpec) -> LocalHandle:
         return LocalHandle(spec)

@@ -1,0 +1,95 @@
+"""``backend=k8s``: the Kubernetes backend's keys, registered as ``backend/k8s``.
+
+Set up the cluster with docs/gke.md. Resources are per worker pod.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+
+from bench.backends.base import BackendConfig
+from trainer.config import ConfigError, positive
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+@dataclass
+class K8sConfig(BackendConfig):
+    """Each trial a kubeflow.org/v1 PyTorchJob (1 Master + workers-1 Workers), submitted and
+    followed with the official client (see bench/backends/k8s/)."""
+
+    _target_: str = "bench.backends.k8s.K8sBackend"
+    name: str = "k8s"
+    sample_interval_s: float = 15.0  # metrics.k8s.io; never faster than the API's own window
+    poll_interval_s: float = 5.0
+    timeout_s: float = 7200.0
+    namespace: str = "gnn-bench"  # where the PyTorchJobs run (k8s/ creates it)
+    context: str | None = None  # kubeconfig context (None: the current one)
+    kubeconfig: str | None = None  # None: $KUBECONFIG or ~/.kube/config; in a pod: in-cluster
+    # the trainer image (docker/trainer.Dockerfile): $GNN_BENCH_IMAGE when the config is made
+    image: str = field(default_factory=lambda: os.environ.get("GNN_BENCH_IMAGE",
+                                                              "gnn-bench/trainer:latest"))
+    image_pull_policy: str = "IfNotPresent"  # Always | IfNotPresent | Never
+    cpu: str = "2"  # CPU request (a quantity: 1, 500m); threads per worker = its whole cores
+    memory: str = "4Gi"  # memory request
+    cpu_limit: str | None = None  # None: the request
+    memory_limit: str | None = None  # None: the request
+    gpus: int = 0  # nvidia.com/gpu per pod
+    node_selector: dict[str, str] = field(default_factory=dict)  # e.g. a GKE node pool
+    volume_claim: str = "gnn-bench-data"  # the RWX PVC holding datasets/ and runs/ (k8s/, NFS)
+    mount_path: str = "/mnt/bench"  # where every pod mounts it
+    shm_size: str = "1Gi"  # /dev/shm (memory-backed emptyDir) for PyTorch
+    files_service: str = "gnn-bench-files"  # read-only file server on the volume (k8s/base)
+    dry_run: bool = False  # write results/<sweep>/manifests/<trial>.yaml, contact no cluster
+    keep_jobs: bool = False  # keep finished PyTorchJobs (and their pods) after collection
+    clean_pod_policy: str = "None"  # runPolicy.cleanPodPolicy: None | Running | All
+    active_deadline_s: int | None = None  # runPolicy.activeDeadlineSeconds (None: timeout_s)
+    ttl_after_finished_s: int | None = 86400  # runPolicy.ttlSecondsAfterFinished (None: never)
+    log_tail_lines: int = 200  # lines of each pod's log kept in logs/
+    api_retries: int = 5  # attempts for transient API errors (429, 5xx, connection resets)
+    api_backoff_s: float = 1.0  # first retry delay; doubles each attempt
+    request_timeout_s: float = 30.0  # per API request
+
+    def validate(self) -> None:
+        """Checks of the Kubernetes fields, so that a typo fails before any job is submitted."""
+        super().validate()
+        from kubernetes.utils.quantity import parse_quantity
+
+        if not _DNS_LABEL.match(self.namespace or ""):
+            raise ConfigError(f"backend.namespace={self.namespace} is not a valid namespace name "
+                              "(lowercase letters, digits and '-')")
+        if not self.image:
+            raise ConfigError("backend.image is empty: set the trainer image, e.g. backend.image="
+                              "europe-west1-docker.pkg.dev/<project>/gnn-bench/trainer:0.1")
+        for key in ("cpu", "memory", "cpu_limit", "memory_limit", "shm_size"):
+            value = getattr(self, key)
+            if value is None and key.endswith("_limit"):
+                continue
+            try:
+                ok = parse_quantity(value) > 0
+            except (ValueError, TypeError):
+                ok = False
+            if not ok:
+                raise ConfigError(f"backend.{key}={value} is not a positive Kubernetes quantity "
+                                  "(e.g. 2, 500m, 4Gi)")
+        choices = {"image_pull_policy": ("Always", "IfNotPresent", "Never"),
+                   "clean_pod_policy": ("None", "Running", "All")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"backend.{key}={getattr(self, key)} is invalid: use one of "
+                                  + ", ".join(allowed))
+        if self.gpus < 0:
+            raise ConfigError(f"backend.gpus={self.gpus} must be >= 0")
+        if not str(self.mount_path).startswith("/"):
+            raise ConfigError(f"backend.mount_path={self.mount_path} must be an absolute path")
+        positive("backend.api_retries", self.api_retries, "e.g. backend.api_retries=5")
+        positive("backend.active_deadline_s", self.active_deadline_s, "or null", allow_none=True)
+        if self.ttl_after_finished_s is not None and self.ttl_after_finished_s < 0:
+            raise ConfigError("backend.ttl_after_finished_s must be >= 0 (or null)")
+
+
+ConfigStore.instance().store(group="backend", name="k8s", node=K8sConfig)
