@@ -73,7 +73,7 @@ class LocalHandle:
             "--standalone",
             f"--nproc-per-node={spec.workers}",
             f"--max-restarts={spec.backoff_limit}",
-            "--monitor-interval=0.5",
+            f"--monitor-interval={spec.backend.monitor_interval_s}",
             "-m", "trainer", *spec.trainer_overrides,
         ]
         env = {**os.environ, **spec.env, "OMP_NUM_THREADS": str(spec.threads_per_worker),
