@@ -16,6 +16,7 @@ Also here, because every entry point of both packages uses them: :class:`ConfigE
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import sys
@@ -199,12 +200,18 @@ def overrides_for(config: DictConfig | dict[str, Any]) -> list[str]:
     differs from those presets, then :data:`PLACEMENT_KEYS`."""
     plain = config if isinstance(config, dict) else resolve_plain(config)
     presets = [f"dataset={plain['dataset']['name']}", f"model={plain['model']['name']}"]
-    defaults = _leaves(resolve_plain(compose(presets)))
+    defaults = _preset_leaves(*presets)
     leaves = _leaves({name: plain[name] for name in trainer_keys()})
     changed = [f"{key}={_override_value(value)}" for key, value in leaves.items()
                if key not in PLACEMENT_KEYS and defaults.get(key, _UNSET) != value]
     placed = [f"{key}={_override_value(leaves[key])}" for key in PLACEMENT_KEYS]
     return presets + changed + placed
+
+
+@functools.lru_cache(maxsize=16)
+def _preset_leaves(*presets: str) -> dict[str, Any]:
+    """What ``python -m trainer <presets>`` composes, flat (the same for every trial of them)."""
+    return _leaves(resolve_plain(compose(list(presets))))
 
 
 def trainer_keys() -> tuple[str, ...]:

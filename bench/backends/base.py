@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from omegaconf import MISSING
 
@@ -86,6 +86,7 @@ class TrialSpec:
     backend: BackendConfig
     redo: bool = False  # replace, never follow, what an earlier run of the trial left
     env: dict[str, str] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)  # the placed slice the overrides say
 
     @property
     def backoff_limit(self) -> int:
@@ -114,6 +115,7 @@ class TrialSpec:
             trainer_overrides=overrides_for(trainer),
             backend=backend,
             redo=trial.redo,
+            trainer=trainer,
         )
 
 

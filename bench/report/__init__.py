@@ -23,6 +23,7 @@ from bench.report.plots import (
     plot_time,
     plot_usage,
     save_figure,
+    save_figures,
 )
 from bench.report.scaling import (
     ModelFit,
@@ -54,6 +55,7 @@ __all__ = [
     "plot_time",
     "plot_usage",
     "save_figure",
+    "save_figures",
     "summarize",
     "to_latex",
     "to_markdown",

@@ -21,7 +21,7 @@ from bench.report.plots import (
     plot_speedup,
     plot_time,
     plot_usage,
-    save_figure,
+    save_figures,
 )
 from bench.report.scaling import ScalingFit, fit_scaling
 from bench.report.table import summarize, to_markdown, write_tables
@@ -100,17 +100,18 @@ def write_report(
         "scaling": plot_scaling(fits),
     }
     ext = "png" if "png" in formats else formats[0]
-    links, usage = {}, []
+    links, usage, jobs = {}, [], []
     for (key, fig), stem in zip(figures.items(), PLOT_STEMS, strict=True):
-        report.files += save_figure(fig, plots / stem, formats)
+        jobs.append((fig, plots / stem))
         links[key] = f"{PLOTS_DIR}/{stem}.{ext}"
     for trial in chosen:
         paths = []
         for kind in ("cpu", "memory"):
             stem = f"{kind}_{trial['trial_id']}"
-            report.files += save_figure(plot_usage(trial, kind), plots / stem, formats)
+            jobs.append((plot_usage(trial, kind), plots / stem))
             paths.append(f"{PLOTS_DIR}/{stem}.{ext}")
         usage.append((trial, paths))
+    report.files += save_figures(jobs, formats)
 
     report.files += write_fault_report(df, out, formats)
     _remove_stale_plots(plots, report.files)
