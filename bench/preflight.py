@@ -16,7 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from bench.backends import backend_for
 from bench.config import compose, split, validate
 from bench.store import unusable_folder
-from trainer.config import ConfigError, one_line
+from trainer.config import ConfigError, compose_session, one_line, overrides_for
 
 
 def expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
@@ -72,18 +72,26 @@ def preflight(argv: list[str]) -> int:
     args = parse_command_line(argv)
     if args.cfg or args.help or args.hydra_help or args.info or args.shell_completion:
         return 0
-    jobs = expand_jobs(args.overrides, args.multirun)
-    for job in jobs:
-        try:
-            cfg = compose(job)
-            validate(cfg)
-            trial = split(cfg)
-            problem = unusable_folder(Path(trial.results_dir) / trial.sweep_name)
-            if problem:
-                raise ConfigError(f"results_dir={trial.results_dir} cannot hold results "
-                                  f"({problem}): set results_dir=<a writable folder>")
-            backend_for(trial.backend).preflight(trial)
-        except ConfigError as exc:
-            label = f" (trial {' '.join(job)})" if len(jobs) > 1 else ""
-            raise ConfigError(f"{exc}{label}") from exc
+    with compose_session():
+        jobs = expand_jobs(args.overrides, args.multirun)
+        for job in jobs:
+            check_job(job, len(jobs))
     return len(jobs)
+
+
+def check_job(job: list[str], of: int) -> None:
+    """One job of ``of``: composed, validated, its results folder and backend checked, and
+    the trainer's arguments made once (which primes the composition they need)."""
+    try:
+        cfg = compose(job)
+        validate(cfg)
+        trial = split(cfg)
+        problem = unusable_folder(Path(trial.results_dir) / trial.sweep_name)
+        if problem:
+            raise ConfigError(f"results_dir={trial.results_dir} cannot hold results "
+                              f"({problem}): set results_dir=<a writable folder>")
+        backend_for(trial.backend).preflight(trial)
+        overrides_for(trial.trainer)
+    except ConfigError as exc:
+        label = f" (trial {' '.join(job)})" if of > 1 else ""
+        raise ConfigError(f"{exc}{label}") from exc

@@ -15,12 +15,14 @@ Also here, because every entry point of both packages uses them: :class:`ConfigE
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
 import re
 import sys
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,34 +155,48 @@ def validate_trainer(cfg: DictConfig) -> None:
     positive("train.log_every", train.log_every, "e.g. train.log_every=20")
 
 
+@contextlib.contextmanager
+def compose_session() -> Iterator[None]:
+    """One Hydra initialisation of ``conf/`` for every composition inside (its repository keeps
+    the parsed YAML, so each composition after the first costs about half as much)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app, or a session already
+        yield
+        return
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            yield
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def compose_tree(
     config_name: str,
     overrides: list[str] | None = None,
     return_hydra_config: bool = False,
     keys_hint: str = "trainer/config.py lists every key",
 ) -> DictConfig:
-    """Compose ``conf/<config_name>.yaml`` with overrides (the schemas must be registered).
+    """Compose ``conf/<config_name>.yaml`` with overrides (the schemas must be registered), in
+    the running Hydra app or compose session if there is one.
 
     Errors (unknown group option, wrong type, unknown key) become one-line ConfigErrors;
     ``keys_hint`` says where to find the keys that exist.
     """
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
 
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = hydra_compose(
+        with compose_session():
+            return hydra_compose(
                 config_name=config_name,
                 overrides=list(overrides or []),
                 return_hydra_config=return_hydra_config,
             )
+    except ConfigError:
+        raise
     except Exception as exc:  # Hydra and OmegaConf raise several types; all are user errors here
         raise ConfigError(one_line(exc, keys_hint)) from exc
-    finally:
-        GlobalHydra.instance().clear()
-    return cfg
 
 
 def compose(overrides: list[str] | None = None) -> DictConfig:
