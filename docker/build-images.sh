@@ -45,6 +45,7 @@ if [ -z "${ENGINE:-}" ]; then
     fi
 fi
 command -v "$ENGINE" >/dev/null || die "ENGINE=$ENGINE is not installed"
+[ "$ENGINE" != docker ] || export DOCKER_BUILDKIT=1  # reads trainer.Dockerfile.dockerignore
 say "engine: $ENGINE ($("$ENGINE" --version | head -n1))"
 
 # ------------------------------------------------------- can a container start? (podman)
@@ -170,21 +171,27 @@ build() {  # build <name> <tag> <dockerfile> <context> [args...]
     log=$BUILD_DIR/$name.log
     old=$("$ENGINE" image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
     start=$SECONDS
+    local cmd=("$ENGINE" build --file "$file" --build-arg "BASE_IMAGE=$BASE_IMAGE" "${PULL_ARGS[@]}"
+               "${NO_CACHE_ARGS[@]}" "$@" --tag "$tag" "$context")
+    local line
+    line="${CONTAINERS_CONF_USED:+CONTAINERS_CONF=${CONTAINERS_CONF_USED#"$PWD"/} }$(printf '%q ' "${cmd[@]}")"
+    printf -v "${name}_command" '%s' "${line% }"
     say "$name: building $tag from $file (log: $log) ..."
-    if ! "$ENGINE" build --file "$file" --build-arg "BASE_IMAGE=$BASE_IMAGE" "${PULL_ARGS[@]}" \
-            "${NO_CACHE_ARGS[@]}" "$@" --tag "$tag" "$context" >"$log" 2>&1; then
+    say "$name: ${line% }"
+    if ! "${cmd[@]}" >"$log" 2>&1; then
         tail -n 30 "$log" >&2
         die "building the $name image failed (the end of $log is above)"
     fi
-    eval "${name}_seconds=$((SECONDS - start))"
-    eval "${name}_size=$("$ENGINE" image inspect --format '{{.Size}}' "$tag")"
-    eval "${name}_id=$("$ENGINE" image inspect --format '{{.Id}}' "$tag")"
+    printf -v "${name}_seconds" '%s' $((SECONDS - start))
+    printf -v "${name}_size" '%s' "$("$ENGINE" image inspect --format '{{.Size}}' "$tag")"
+    printf -v "${name}_id" '%s' "$("$ENGINE" image inspect --format '{{.Id}}' "$tag")"
     steps=$(grep '^STEP ' "$log" | grep -vc ': FROM ' || true)
     cached=$(grep -c 'Using cache' "$log" || true)
-    eval "${name}_cached=$cached"
+    printf -v "${name}_cached" '%s' "$cached"
     say "$name: $tag, $(( ${name}_size / 1000000 )) MB, built in $(( ${name}_seconds )) s ($cached of $steps steps from the cache)"
     # The image this tag named before, if nothing else uses it, goes (no pile of old builds).
-    if [ -n "$old" ] && [ "$old" != "$(eval echo "\$${name}_id")" ]; then
+    local id_var=${name}_id
+    if [ -n "$old" ] && [ "$old" != "${!id_var}" ]; then
         "$ENGINE" rmi "$old" >/dev/null 2>&1 || true
     fi
 }
@@ -199,7 +206,7 @@ build tensorboard "$TENSORBOARD_IMAGE" docker/tensorboard.Dockerfile docker
 # ---------------------------------------------------------------------------------- record
 export ENGINE BASE_IMAGE BASE_PATH BASE_SECONDS CONTAINERS_CONF_USED TORCH_SOURCE \
     TORCH_VERSION TORCH_VARIANT TRAINER_IMAGE TENSORBOARD_IMAGE RECORD \
-    trainer_seconds trainer_size trainer_id trainer_cached \
+    trainer_seconds trainer_size trainer_id trainer_cached trainer_command tensorboard_command \
     tensorboard_seconds tensorboard_size tensorboard_id tensorboard_cached
 ENGINE_VERSION=$("$ENGINE" --version | head -n1) GIT_COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown) \
 "$PYTHON" - <<'EOF'
@@ -208,7 +215,8 @@ import datetime, json, os
 e = os.environ
 image = lambda name, tag: {"tag": tag, "id": e[f"{name}_id"], "size_bytes": int(e[f"{name}_size"]),
                            "build_s": int(e[f"{name}_seconds"]),
-                           "steps_from_cache": int(e[f"{name}_cached"])}
+                           "steps_from_cache": int(e[f"{name}_cached"]),
+                           "command": e[f"{name}_command"].strip()}
 record = {
     "engine": e["ENGINE"], "engine_version": e["ENGINE_VERSION"],
     "containers_conf": e["CONTAINERS_CONF_USED"] or None,
