@@ -1,5 +1,6 @@
 # `make run`  : set up (first time) and run the main job, the study's Table 1 sweep, on this machine
 # `make test` : set up (first time) and run the test suite (what CI runs)
+# `make images`: build the trainer and TensorBoard images (docker or podman; README, "Images")
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -8,7 +9,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 SWEEP  ?= workers=2,4,6 epochs=10,30 -m
 
-.PHONY: setup run test test-full lint format clean
+.PHONY: setup run test test-full test-images images lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,12 @@ test: setup
 
 test-full: setup
 	$(BIN)/python -m pytest -q
+
+images:
+	bash docker/build-images.sh
+
+test-images: setup
+	$(BIN)/python -m pytest -q -m images
 
 lint: setup
 	$(BIN)/ruff check bench trainer rundir tests hydra_plugins benchmarks
