@@ -41,6 +41,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 COPY conf/ conf/
+COPY rundir/ rundir/
 COPY trainer/ trainer/
 COPY bench/ bench/
 COPY hydra_plugins/ hydra_plugins/
