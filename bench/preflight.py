@@ -29,7 +29,12 @@ def expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     try:
         parsed = parser.parse_overrides(overrides)
         base = [o.input_line for o in parsed if not o.is_sweep_override()]
-        params = compose(base, return_hydra_config=True).hydra.sweeper.params or {}
+        # Sweep parameters come from an experiment preset (or a hydra.sweeper override); the
+        # tree has none of its own, so without either there is nothing to compose for them.
+        presets = any(o.get_key_element().split("/")[0].split(".")[0] in ("experiment", "hydra")
+                      for o in parsed)
+        params = (compose(base, return_hydra_config=True).hydra.sweeper.params or {}
+                  if presets else {})
         choices: dict[str, list[str]] = {}
         for override in parser.parse_overrides([f"{k}={v}" for k, v in params.items()]
                                                + overrides):

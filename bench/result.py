@@ -12,6 +12,7 @@ results from older versions (missing fields take their defaults).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import platform
 import socket
@@ -185,11 +186,16 @@ def load_results(sweep_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 def env_info() -> dict[str, Any]:
-    """Versions and hardware stored beside every number.
+    """Versions and hardware stored beside every number (a copy; read once per process).
 
     Versions come from the installed packages' metadata: importing torch, PyG and ogb only to
     read ``__version__`` cost the harness seconds of CPU and ~350 MB (benchmarks/harness_overhead).
     """
+    return dict(_env_info())
+
+
+@functools.lru_cache(maxsize=1)
+def _env_info() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         **{key: _version(dist) for key, dist in (("torch", "torch"),
