@@ -5,6 +5,10 @@ restarted. Real torchrun jobs of two workers with ``backend.backoff_limit=3``: "
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import dataset_dir
@@ -13,6 +17,7 @@ from bench.backends import backend_for
 from bench.backends.base import JobState, wait
 from bench.config import compose, split, validate
 from bench.layout import TrialDir
+from rundir import FailureRecord
 
 
 def planned(results: Path, *overrides: str):
@@ -61,3 +66,42 @@ def test_a_corrupt_dataset_cache_fails_at_once(tmp_path, private_root):
     assert status.reason.endswith("delete that folder and run again to rebuild it")
     assert {r.code for r in handle.records()} == {3}
     assert attempts(spec) == 1
+
+
+def sweep(args: list[str], data_root: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GNN_BENCH_DATA": str(data_root)}
+    return subprocess.run([sys.executable, "-m", "bench.sweep", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_a_full_disk_is_refused_by_admission_and_fails_a_trial_at_once(tmp_path, tiny_root,
+                                                                        small_disk):
+    """results_dir on a 300 KiB filesystem. Admission refuses the sweep (a checkpoint alone is
+    ~4 MiB); told to run it anyway, the first checkpoint fills the disk and the trial fails
+    with the trainer's line, without a restart."""
+    disk = small_disk("300k")
+    args = ["dataset=tiny", "workers=2", "epochs=3", "sweep_name=full", f"results_dir={disk}",
+            "backend.backoff_limit=3"]
+    refused = sweep(args, tiny_root, tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith(f"error: results_dir={disk} has 300 KiB free and the trial needs "
+                           "about "), line
+    needed = float(line.split("needs about ")[1].split(" MiB")[0])
+    assert 4 < needed < 50  # two checkpoints of ~3.8 MiB (tested in test_admission.py) and logs
+    assert "backend.allow_overcommit=true" in line
+    assert list(disk.iterdir()) == []  # nothing written
+
+    out = sweep([*args, "backend.allow_overcommit=true"], tiny_root, tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr  # a failed trial does not fail a sweep
+    (trial,) = [d for d in (disk / "full").iterdir() if (d / "config.yaml").exists()]
+    result = json.loads((trial / "result.json").read_text())
+    expected = (f"no space left on device writing {trial}/run/checkpoints/last.pt: free space "
+                "there, or set run_dir (results_dir in a sweep) to a folder on a larger disk")
+    assert result["status"] == "failed" and result["restarts"] == 0, result["reason"]
+    assert result["reason"] == expected
+    assert f"FAILED: {expected}" in out.stdout
+    records = [FailureRecord.read(p) for p in sorted((trial / "logs" / "failures").iterdir())]
+    assert records[0].code == 4 and records[0].rank == 0  # rank 0 writes checkpoints
+    assert all(r is None or r.code in (4, 200) for r in records)  # rank 1: lost its peer
+    assert (trial / "logs" / "workers.log").read_text().count("[harness] attempt ") == 1

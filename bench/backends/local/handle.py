@@ -39,6 +39,7 @@ import psutil
 
 import rundir
 from bench.backends.base import JobState, JobStatus, TrialSpec
+from bench.backends.local import admission
 from bench.backends.local.config import LocalConfig
 from bench.backends.local.processes import (
     process_sampler,
@@ -303,12 +304,21 @@ class LocalBackend:
         )
 
     def preflight(self, trial: Trial) -> None:
-        """data_root must be (or become) a folder of this machine."""
+        """data_root must be (or become) a folder of this machine, and the trial must fit its
+        memory and disk (admission, unless backend.allow_overcommit=true)."""
         data_root = Path(trial.data_root)
         problem = None if data_root.is_dir() else unusable_folder(data_root)
         if problem:
             raise ConfigError(f"data_root={trial.data_root} cannot hold datasets ({problem}): set "
                               "data_root=<a writable folder> or GNN_BENCH_DATA")
+        self._admit(trial.workers, trial.trainer, trial.results_dir, trial.trial_dir)
+
+    def _admit(self, workers: int, trainer: dict, results_dir: str, trial_dir: Path) -> None:
+        if self.config.allow_overcommit:
+            return
+        refused = admission.check(workers, trainer, results_dir, trial_dir)
+        if refused:
+            raise ConfigError(refused)
 
     def submit(self, spec: TrialSpec) -> LocalHandle:
         """Start the trial, once no process of an earlier run of it is left (the job of a
@@ -319,4 +329,8 @@ class LocalBackend:
         if stopped:
             print(f"{spec.trial_id}: {stopped} processes of an earlier run of this trial were "
                   "still running; stopped them before starting", flush=True)
+        # Admission again, now (the sweep's preflight checked every trial before the first one
+        # ran): what is free may have changed since.
+        self._admit(spec.workers, spec.trainer, str(spec.trial_dir.parent.parent),
+                    spec.trial_dir)
         return LocalHandle(spec)
