@@ -52,11 +52,11 @@ def fit(points: list[dict[str, float]]) -> dict[str, float]:
     exponent = 1.0
     if len(growth) >= 2:
         (c1, g1), (c2, g2) = growth[-2], growth[-1]
-        exponent = math.log(g2 / g1) / math.log(c2 / c1)
+        exponent = round(math.log(g2 / g1) / math.log(c2 / c1), 3)
     scale = max([0.0] + [g / c**exponent for c, g in growth])
-    return {"base_mib": round(base, 1), "scale_mib": round(scale, 3),
-            "exponent": round(exponent, 3),
-            "shared_mib": round(max(p["shared_peak_mib"] for p in points), 1)}
+    return {"base_mib": math.ceil(base * 10) / 10, "scale_mib": math.ceil(scale * 1000) / 1000,
+            "exponent": exponent,
+            "shared_mib": math.ceil(max(p["shared_peak_mib"] for p in points) * 10) / 10}
 
 
 def worker_estimate(constants: dict[str, float], cache_mib: float) -> float:
