@@ -5,9 +5,9 @@
 A sweep of ``len(workers) x len(seeds)`` tiny trials (8 by default) is run twice with the local
 backend: once without faults (the reference), then under random faults drawn from ``--seed``:
 
-* ``worker``: a running trainer worker is SIGKILLed (at most ``--kills-per-trial`` per trial,
-  within the default ``backend.backoff_limit=3``): its torchrun attempt fails, the harness
-  starts another, the trainer resumes from its checkpoint;
+* ``worker``: a running trainer worker is SIGKILLed: its torchrun attempt fails, the harness
+  starts another (within the default ``backend.backoff_limit=3``), the trainer resumes from its
+  checkpoint;
 * ``harness-kill``: a harness running a trial is SIGKILLed (its torchrun follows it by
   PR_SET_PDEATHSIG) and a new one is started on the same sweep, which takes the trial over;
 * ``sigint``: a harness running a trial gets SIGINT (Ctrl-C): it cancels the trial, records it
@@ -15,8 +15,11 @@ backend: once without faults (the reference), then under random faults drawn fro
 * ``second-harness``: a second harness is started on the same sweep while one runs (it waits
   for the trial the other one owns and follows it).
 
-The seed fixes the draws (which fault, which target, the gaps); what a fault hits also depends
-on timing. The soak ends when no harness runs and every trial has a result (a harness is started whenever
+The kinds come in seeded shuffled cycles (worker, worker, worker, harness-kill, sigint,
+second-harness), so every kind is thrown; a due fault waits for a target (``--target-wait``) and
+a trial takes at most ``--faults-per-trial`` faults, so the faults spread over the sweep. The
+seed fixes the draws (the order, the targets, the gaps); what a fault hits also depends on
+timing. The soak ends when no harness runs and every trial has a result (a harness is started whenever
 none runs and the sweep is unfinished). It then checks: exactly one ``result.json`` per trial,
 each parseable and ``succeeded``; the faults that hit a trial are in its ``recoveries`` (and a
 trial no fault hit has none); every MRR within ``--tolerance`` of the same trial's fault-free
@@ -68,6 +71,7 @@ class Soak:
         self.faults: list[Fault] = []
         self.exits: list[int] = []
         self._reaped: set[int] = set()
+        self._schedule: list[str] = []
 
     def command(self, sweep: str) -> list[str]:
         return [sys.executable, "-m", "bench.sweep", "dataset=tiny",
@@ -131,23 +135,36 @@ class Soak:
         return found
 
     # -- faults
-    def inject(self) -> bool:
-        """Throw one fault drawn at random at what runs now; False when it had no target (a
-        harness fault needs a harness that owns a trial, a worker fault a running worker)."""
-        kinds = ["worker"] * 5 + ["harness-kill"] * 2 + ["sigint"] * 2 + ["second-harness"]
-        kind = self.rng.choice(kinds)
+    KINDS = ("worker", "harness-kill", "worker", "sigint", "worker", "second-harness")
+
+    def next_kind(self) -> str:
+        """The kinds in a cycle, each cycle shuffled by the seed: every kind is thrown, workers
+        (the faults of the study's demo) most often."""
+        if not self._schedule:
+            self._schedule = list(self.KINDS)
+            self.rng.shuffle(self._schedule)
+        return self._schedule.pop()
+
+    def hits(self, trial: str | None) -> int:
+        return sum(f.trial == trial and f.landed for f in self.faults)
+
+    def inject(self, kind: str) -> bool:
+        """Throw one fault of ``kind`` at what runs now; False when it has no target yet (a
+        worker fault needs a running worker, a harness fault a harness that owns a trial; a
+        trial already hit ``--faults-per-trial`` times is no target, so that the faults spread
+        over the sweep instead of all landing on whichever trial restarts first)."""
         alive = self.running()
         if kind == "worker":
-            hits = Counter(f.trial for f in self.faults if f.kind == "worker" and f.landed)
             victims = [(p, t) for p, t in self.workers()
-                       if hits[t] < self.args.kills_per_trial]
+                       if self.hits(t) < self.args.faults_per_trial]
             if not victims:
                 return False
             proc, trial = self.rng.choice(victims)
             self.faults.append(Fault("worker", time.time(), trial, _signal(proc, signal.SIGKILL)))
             return True
         if kind in ("harness-kill", "sigint"):
-            owners = [(p, t) for p in alive if (t := self.owned_trial(p.pid))]
+            owners = [(p, t) for p in alive if (t := self.owned_trial(p.pid))
+                      and self.hits(t) < self.args.faults_per_trial]  # fmt: skip
             if not owners:
                 return False
             proc, trial = self.rng.choice(owners)
@@ -214,6 +231,7 @@ def run_chaos(soak: Soak, trials: int, timeout_s: float) -> float:
     started = time.monotonic()
     sweep_dir = soak.work / "res" / "chaos"
     next_fault = time.monotonic() + soak.rng.uniform(*soak.args.gap)
+    kind, waited_since = None, None  # the fault due, and since when it waits for a target
     soak.start_harness("chaos")
     while True:
         alive = soak.running()
@@ -231,8 +249,15 @@ def run_chaos(soak: Soak, trials: int, timeout_s: float) -> float:
                 proc.kill()
             raise SystemExit(f"error: the chaos sweep did not finish in {timeout_s:.0f} s")
         injected = sum(f.kind != "second-harness" for f in soak.faults)
-        if time.monotonic() >= next_fault and injected < soak.args.faults and soak.inject():
-            next_fault = time.monotonic() + soak.rng.uniform(*soak.args.gap)
+        now = time.monotonic()
+        if now >= next_fault and injected < soak.args.faults:
+            kind = kind or soak.next_kind()
+            waited_since = waited_since or now
+            if soak.inject(kind):
+                kind, waited_since = None, None
+                next_fault = now + soak.rng.uniform(*soak.args.gap)
+            elif now - waited_since > soak.args.target_wait:
+                kind, waited_since = None, None  # no target came: the next kind
         time.sleep(0.1)
     return time.monotonic() - started
 
@@ -282,11 +307,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--seeds", default="0,1,2,3", help="the trials' seeds")
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--faults", type=int, default=14, help="faults to inject at most")
-    parser.add_argument("--kills-per-trial", type=int, default=3)
-    parser.add_argument("--gap", type=float, nargs=2, default=(4.0, 16.0),
-                        help="seconds between faults: uniform in [a, b] (a fault without a "
-                             "target is drawn again 0.1 s later)")
+    parser.add_argument("--faults", type=int, default=16, help="faults to inject at most")
+    parser.add_argument("--faults-per-trial", type=int, default=2,
+                        help="faults that may hit one trial (worker kills stay within the "
+                             "default backend.backoff_limit=3)")
+    parser.add_argument("--gap", type=float, nargs=2, default=(3.0, 10.0),
+                        help="seconds between faults: uniform in [a, b]")
+    parser.add_argument("--target-wait", type=float, default=20.0,
+                        help="seconds a fault waits for a target before the next kind is due")
     parser.add_argument("--tolerance", type=float, default=0.02)
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")

@@ -49,7 +49,7 @@ def ok(mrr: float, recoveries: list[dict] | None = None) -> dict:
 
 
 def soak_in(tmp_path: Path, faults: list[Fault]) -> Soak:
-    args = argparse.Namespace(seed=1)
+    args = argparse.Namespace(seed=1, faults_per_trial=2)
     soak = Soak(args, tmp_path, tmp_path / "data")
     soak.faults = faults
     return soak
@@ -84,3 +84,12 @@ def test_the_soaks_verdict(tmp_path, name, chaos, fault_times, expected):
     assert len(problems) == len(expected), problems
     for words, problem in zip(expected, problems, strict=True):
         assert problem.startswith(words), problems
+
+
+def test_every_kind_of_fault_comes_in_each_cycle_and_a_hit_trial_is_spared(tmp_path):
+    soak = soak_in(tmp_path, [Fault("worker", 1.0, "a", True), Fault("sigint", 2.0, "a", True),
+                              Fault("worker", 3.0, "b", False)])
+    drawn = [soak.next_kind() for _ in range(2 * len(Soak.KINDS))]
+    for cycle in (drawn[: len(Soak.KINDS)], drawn[len(Soak.KINDS):]):
+        assert sorted(cycle) == sorted(Soak.KINDS)
+    assert (soak.hits("a"), soak.hits("b")) == (2, 0)  # a kill that missed is no hit
