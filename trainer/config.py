@@ -75,7 +75,10 @@ class TrainConf:
 @dataclass
 class BackendConf:
     name: str = MISSING  # local | k8s
-    backoff_limit: int = 3  # restarts allowed (PyTorchJob runPolicy.backoffLimit)
+    # Restarts allowed. local: torchrun's --max-restarts (one per group restart). k8s: the
+    # PyTorchJob's runPolicy.backoffLimit, which the operator compares with the sum of all its
+    # pods' container restarts: one lost pod costs workers - 1 (conf/backend/k8s.yaml: 10).
+    backoff_limit: int = 3
     sample_interval_s: float = 1.0  # resource sampling period
     poll_interval_s: float = 0.5
     timeout_s: float = 3600.0  # a trial running longer is cancelled and recorded as failed
@@ -98,11 +101,15 @@ class BackendConf:
     mount_path: str = "/mnt/bench"  # where every pod mounts it
     shm_size: str = "1Gi"  # /dev/shm (memory-backed emptyDir) for PyTorch
     files_service: str = "gnn-bench-files"  # read-only file server on the volume (k8s/base)
+    files_namespace: str = "gnn-bench-infra"  # its namespace (apart from the jobs': k8s/base)
     dry_run: bool = False  # write results/<sweep>/manifests/<trial>.yaml, contact no cluster
     keep_jobs: bool = False  # keep finished PyTorchJobs (and their pods) after collection
     clean_pod_policy: str = "None"  # runPolicy.cleanPodPolicy: None | Running | All
     active_deadline_s: int | None = None  # runPolicy.activeDeadlineSeconds (None: timeout_s)
     ttl_after_finished_s: int | None = 86400  # runPolicy.ttlSecondsAfterFinished (None: never)
+    # A trial whose pods are not all running for this long (image pull, scheduling, admission)
+    # fails with the waiting reason and its fix.
+    start_timeout_s: float = 600.0
     log_tail_lines: int = 200  # lines of each pod's log kept in logs/
     api_retries: int = 5  # attempts for transient API errors (429, 5xx, connection resets)
     api_backoff_s: float = 1.0  # first retry delay; doubles each attempt
@@ -173,6 +180,31 @@ def validate(cfg: DictConfig) -> None:
     if cfg.backend.name == "k8s":
         validate_k8s(cfg.backend)
     validate_fault(cfg.fault, cfg.workers, cfg.epochs)
+    if cfg.backend.name == "k8s":
+        validate_fault_budget(cfg.fault, cfg.workers, cfg.backend.backoff_limit)
+
+
+def fault_cost(workers: int, count: int) -> int:
+    """Restarts the training operator counts for ``count`` lost pods of a ``workers``-replica
+    PyTorchJob: each loss fails every other replica's collective, and the kubelet restarts each
+    of them in place once (the recreated pod starts with no restarts)."""
+    return count * (workers - 1)
+
+
+def validate_fault_budget(fault: DictConfig, workers: int, backoff_limit: int) -> None:
+    """A planned fault demo the PyTorchJob's backoffLimit cannot survive is refused up front.
+
+    The operator fails the job once the sum of its Running pods' restarts reaches the limit
+    (kubeflow/trainer v1.9, pkg/core/job.go PastBackoffLimit; a limit of 0 fails at the first).
+    """
+    if fault.kill_at_epoch is None:
+        return
+    cost = fault_cost(workers, fault.count)
+    if cost >= max(1, backoff_limit):
+        raise ConfigError(
+            f"fault.count={fault.count} at workers={workers} costs {cost} restarts, which the "
+            f"training operator counts against backend.backoff_limit={backoff_limit} (the job "
+            f"fails when they reach it): set backend.backoff_limit={cost + 1} or more")
 
 
 def validate_fault(fault: DictConfig, workers: int, epochs: int) -> None:
@@ -226,6 +258,12 @@ def validate_k8s(backend: DictConfig) -> None:
         raise ConfigError(f"backend.gpus={backend.gpus} must be >= 0")
     if not str(backend.mount_path).startswith("/"):
         raise ConfigError(f"backend.mount_path={backend.mount_path} must be an absolute path")
+    if not _DNS_LABEL.match(backend.files_namespace or ""):
+        raise ConfigError(f"backend.files_namespace={backend.files_namespace} is not a valid "
+                          "namespace name (lowercase letters, digits and '-')")
+    if backend.start_timeout_s <= 0:
+        raise ConfigError(f"backend.start_timeout_s={backend.start_timeout_s} is invalid: it "
+                          "must be > 0 (e.g. backend.start_timeout_s=600)")
     _positive("backend.api_retries", backend.api_retries, "e.g. backend.api_retries=5")
     _positive("backend.active_deadline_s", backend.active_deadline_s, "or null", allow_none=True)
     if backend.ttl_after_finished_s is not None and backend.ttl_after_finished_s < 0:

@@ -58,12 +58,14 @@ class K8sOptions:
     mount_path: str = "/mnt/bench"
     shm_size: str = "1Gi"
     files_service: str = "gnn-bench-files"
+    files_namespace: str = "gnn-bench-infra"
     dry_run: bool = False
     keep_jobs: bool = False
     clean_pod_policy: str = "None"
     active_deadline_s: int | None = None
     ttl_after_finished_s: int | None = 86400
     timeout_s: float = 3600.0
+    start_timeout_s: float = 600.0
     poll_interval_s: float = 5.0
     log_tail_lines: int = 200
     api_retries: int = 5
