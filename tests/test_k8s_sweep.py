@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_k8s import LAUNCHER_VARS, FakeKube, load_role_rules
+from fake_k8s import LAUNCHER_VARS, FakeKube, project_role_rules
 
 from bench.results import load_results
 
 REPO = Path(__file__).resolve().parents[1]
-RBAC = REPO / "k8s" / "base" / "rbac.yaml"
+RBAC = project_role_rules()
+IMAGE = "europe-west1-docker.pkg.dev/p/gnn-bench/trainer:0.1.0"  # one the fake's registry has
 STUB = [sys.executable, str(REPO / "tests" / "fake_k8s" / "stub_trainer.py")]
 COMMON_FILES = {"result.json", "config.yaml", "summary.json", "resources.csv", "logs/workers.log"}
 
@@ -33,6 +34,7 @@ def k8s_args(kubeconfig: Path, *args: str) -> list[str]:
     return [
         "backend=k8s",
         f"backend.kubeconfig={kubeconfig}",
+        f"backend.image={IMAGE}",
         "backend.cpu=1",
         "backend.poll_interval_s=0.3",
         "backend.sample_interval_s=0.5",
@@ -84,7 +86,7 @@ def volume(tmp_path_factory) -> Path:
 def k8s_sweep(volume, tmp_path_factory):
     """A two-trial sweep, killed (SIGKILL) while its second job runs, then run again."""
     work = tmp_path_factory.mktemp("k8s")
-    with FakeKube(volume, metrics_window_s=1.0, role_rules=load_role_rules(RBAC)) as fake:
+    with FakeKube(volume, metrics_window_s=1.0, role_rules=RBAC) as fake:
         kubeconfig = fake.write_kubeconfig(work / "kubeconfig")
         args = sweep_cmd(*k8s_args(kubeconfig, "workers=1,2", "sweep_name=k", "-m"))
         first = subprocess.Popen(
@@ -202,7 +204,7 @@ def test_a_deleted_worker_pod_is_recreated_and_the_trial_matches_its_fault_free_
     """The study's demo, measured: rank 1's pod is deleted after epoch 2 is checkpointed; the
     operator creates it again, the master fails its collective and restarts in place, the
     trainer resumes from the checkpoint on the volume. Its twin runs without the fault."""
-    with FakeKube(volume, metrics_window_s=1.0, role_rules=load_role_rules(RBAC)) as fake:
+    with FakeKube(volume, metrics_window_s=1.0, role_rules=RBAC) as fake:
         kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
         args = k8s_args(kubeconfig, "workers=2", "epochs=4", "fault.kill_at_epoch=null,2",
                         "fault.rank=1", "sweep_name=fk", "-m")
@@ -233,7 +235,7 @@ def test_three_pod_deletions_within_or_beyond_the_backoff_limit(
 ):
     """Each deletion restarts the master once (the operator's count of restarts); three are
     survived with backoffLimit 3, and fail the trial cleanly, naming the limit, with 1."""
-    with FakeKube(volume, metrics_window_s=1.0, role_rules=load_role_rules(RBAC)) as fake:
+    with FakeKube(volume, metrics_window_s=1.0, role_rules=RBAC) as fake:
         kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
         # Tiny epochs take well under a second: a fault can land an epoch or two after the one
         # asked for (bench/faults.py), so the run has room for three late ones.

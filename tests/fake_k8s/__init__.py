@@ -1,7 +1,18 @@
-"""A small fake Kubernetes API server with a Kubeflow training operator that runs replicas as
-local processes (see server.py and cluster.py)."""
+"""A fake Kubernetes cluster for the k8s backend's tests: an API server that real clients
+(the ``kubernetes`` client, ``kubectl``, Kubeflow's ``TrainingClient``) talk to, the Kubeflow
+training operator v1.9.4's PyTorchJob controller, the scheduler and kubelets running pods as
+local processes. See store.py, operator.py, kubelet.py, cluster.py and server.py."""
 
 from .cluster import LAUNCHER_VARS
-from .server import FakeKube, load_role_rules
+from .server import (
+    PROJECT_INIT_TEMPLATE,
+    FakeKube,
+    kubeflow_dir,
+    load_role_rules,
+    project_role_rules,
+)
 
-__all__ = ["LAUNCHER_VARS", "FakeKube", "load_role_rules"]
+__all__ = [
+    "LAUNCHER_VARS", "PROJECT_INIT_TEMPLATE", "FakeKube", "kubeflow_dir", "load_role_rules",
+    "project_role_rules",
+]
