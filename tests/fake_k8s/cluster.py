@@ -118,6 +118,8 @@ class Cluster:
         self.lock = self.store.lock
         self.kubelet = Kubelet(self)
         self.operator = PyTorchJobController(self, init_container_template)
+        # Controllers run in this order each tick; each has ``resources`` and reconcile_all().
+        self.controllers: list[Any] = [self.operator]
         self.records: dict[str, JobRecord] = {}
         self.deleted_pods: list[tuple[str, float]] = []  # pods deleted by clients, in order
         self._ports: dict[tuple[str, str, int], int] = {}
@@ -154,8 +156,8 @@ class Cluster:
 
     def tick(self) -> None:
         self.collect_garbage()
-        for job in list(self.store.items(PYTORCHJOBS)):
-            self.operator.reconcile(job)
+        for controller in self.controllers:
+            controller.reconcile_all()
         self.kubelet.schedule()
         self.kubelet.sync()
         self._track_jobs()

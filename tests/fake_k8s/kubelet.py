@@ -145,6 +145,7 @@ class ContainerRun:
     restart_at: float | None = None
     wait_s: float = 0.0
     backoff_event: bool = False
+    waits: list[float] = field(default_factory=list)  # each restart's back-off, unscaled s
     pull_delay: float = 0.0
     pull_at: float = 0.0
     pulled: bool = False
@@ -193,6 +194,8 @@ class Kubelet:
         self.images: dict[str, set[str]] = {}  # node -> images pulled
         self.shm_isolation = _shm_isolation()
         self._ips = 0
+        # (unix time, pod, container, restartCount) of every container start, in order
+        self.starts: list[tuple[float, str, str, int]] = []
 
     # ------------------------------------------------------------------ scheduler
     def _requests(self, spec: dict[str, Any]) -> dict[str, float]:
@@ -364,6 +367,7 @@ class Kubelet:
             if restart:
                 ran = (c.finished_at or now) - (c.started_at or now)
                 c.wait_s = c.backoff.next_delay(ran, scale)
+                c.waits.append(round(c.wait_s / scale, 6))
                 c.restart_at = now + c.wait_s
                 c.backoff_event = False
             return
@@ -442,6 +446,7 @@ class Kubelet:
                                          stderr=subprocess.STDOUT, start_new_session=True)
         c.state, c.reason, c.message, c.started_at = "running", "", "", now
         c.started_wall = time.time()
+        self.starts.append((c.started_wall, run.name, c.name, c.restarts))
         self.cluster.record_event(pod, "Normal", "Created", f"Created container {c.name}",
                                   "kubelet")
         self.cluster.record_event(pod, "Normal", "Started", f"Started container {c.name}",

@@ -137,6 +137,8 @@ def master_port(job: dict[str, Any]) -> int:
 class PyTorchJobController:
     """Reconciles PyTorchJobs through the cluster's API (so admission applies to its pods)."""
 
+    resources = (PYTORCHJOBS,)  # the kinds it serves (the API server lists them when installed)
+
     def __init__(self, cluster: Any, init_template: str | None = None,
                  init_image: str = DEFAULT_INIT_IMAGE, clock: Callable[[], float] = time.time):
         self.cluster, self.store = cluster, cluster.store
@@ -192,6 +194,10 @@ class PyTorchJobController:
                    for c in status.get("conditions") or [])
 
     # ---------------------------------------------------------------- reconcile
+    def reconcile_all(self) -> None:
+        for job in list(self.store.items(PYTORCHJOBS)):
+            self.reconcile(job)
+
     def reconcile(self, job: dict[str, Any]) -> None:
         meta = job["metadata"]
         if meta.get("deletionTimestamp"):

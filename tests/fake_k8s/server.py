@@ -160,8 +160,8 @@ class FakeKube:
 
     def resources(self) -> list[Resource]:
         served = list(CORE)
-        if self.crd_installed:
-            served.append(PYTORCHJOBS)
+        if self.crd_installed:  # the controllers' kinds (the CRDs their install brings)
+            served += [r for c in self.cluster.controllers for r in c.resources]
         if self.metrics:
             served.append(POD_METRICS)
         return served
@@ -424,8 +424,10 @@ def _handler_for(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
             name = target.name.split(":")[0] if target.name else None
             if not fake.allowed(ns, resource.group, rbac_resource, verb, name):
                 what = rbac_resource + (f".{resource.group}" if resource.group else "")
+                what += f' "{name}"' if name else ""
                 raise ApiError(403, (
-                    f'{what} "{name or ""}" is forbidden: User "system:serviceaccount:gnn-bench:'
+                    f"{what} is forbidden: "
+                    'User "system:serviceaccount:gnn-bench:'
                     f'gnn-bench-harness" cannot {verb} resource "{rbac_resource}" in API group '
                     f'"{resource.group}"' + (f' in the namespace "{ns}"' if ns else
                                               " at the cluster scope")),

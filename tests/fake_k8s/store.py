@@ -1,30 +1,41 @@
 """The API server's storage and its generic semantics, as the clients see them.
 
-Objects are the plain JSON dicts the API sends. What this module does, and where Kubernetes
-documents it:
+Objects are the plain JSON dicts the API sends.
 
-* every object gets a ``uid``, a ``creationTimestamp`` and a ``resourceVersion`` from one
-  cluster-wide counter that increases with every write; clients compare versions only for
-  equality and watch from them (API concepts, "Resource versions", "Efficient detection of
-  changes"); a watch from a version older than the kept history answers 410 Gone;
-* list and watch take label selectors (``=``, ``==``, ``!=``, ``in``, ``notin``, ``key``,
-  ``!key``) and field selectors (``metadata.name``, ``metadata.namespace`` and, per kind, the
-  fields the API server indexes, e.g. ``involvedObject.*`` of Events) (Labels and Selectors;
-  Field Selectors);
-* DELETE: an object without finalizers is removed at once; with finalizers, or for a Pod
-  bound to a node, it gets ``deletionTimestamp`` (and for Pods ``deletionGracePeriodSeconds``,
-  the pod's ``terminationGracePeriodSeconds`` unless the request gives one; 0 removes it at once,
-  as ``kubectl delete --force --grace-period=0`` does) and stays until the kubelet or the
-  finalizers are done (Pod lifecycle, "Termination of Pods"; Finalizers);
-* ``propagationPolicy``: ``Foreground`` adds the ``foregroundDeletion`` finalizer and the
-  owner stays until every dependent whose ownerReference has ``blockOwnerDeletion`` is gone;
-  ``Background`` (the default for custom resources and Pods) removes the owner at once and
-  the garbage collector deletes the dependents afterwards; ``Orphan`` drops the owner
-  references (Garbage collection, "Cascading deletion");
-* ``preconditions.uid`` / ``preconditions.resourceVersion`` on DELETE answer 409 Conflict
-  when they do not match (DeleteOptions).
+=====================================================  ==================================================
+behaviour                                              where Kubernetes documents it
+=====================================================  ==================================================
+every object gets ``uid``, ``creationTimestamp`` and   API concepts, "Resource versions"
+a ``resourceVersion`` from one cluster-wide counter    (reference/using-api/api-concepts)
+that grows with every write; clients compare
+versions for equality only
+watch from a version: the changes after it, as         API concepts, "Efficient detection of changes";
+ADDED/MODIFIED/DELETED; no version or "0": the         "410 Gone responses"
+current objects as ADDED first; a version older
+than the kept history: 410 Gone (Expired)
+label selectors ``=``, ``==``, ``!=``, ``in``,         Labels and Selectors
+``notin``, ``key``, ``!key``; field selectors on       Field Selectors
+``metadata.*`` and e.g. Events' ``involvedObject.*``
+create of an existing name: 409 AlreadyExists          API concepts; Kubernetes API reference (Status)
+DELETE without finalizers: gone at once; with          Finalizers; Pod lifecycle, "Termination of
+finalizers, or a Pod bound to a node:                  Pods" (a pod not yet bound is removed at once;
+``deletionTimestamp`` set (Pods:                       gracePeriodSeconds=0 removes it at once, as
+``deletionGracePeriodSeconds``, the pod's              ``kubectl delete --force --grace-period=0``)
+``terminationGracePeriodSeconds`` (30) unless the
+request gives one) until the kubelet / the
+finalizers are done; a shorter grace on a
+terminating pod wins
+``propagationPolicy``: Foreground adds                 Garbage collection, "Cascading deletion";
+``foregroundDeletion`` and the owner stays until       Use Cascading Deletion in a Cluster
+its ``blockOwnerDeletion`` dependents are gone;
+Background (default for custom resources and Pods)
+removes the owner first; Orphan drops the owner
+references (the collector is in cluster.py)
+``preconditions.uid`` / ``.resourceVersion`` on        DeleteOptions (API reference)
+DELETE: 409 Conflict when they do not match
+=====================================================  ==================================================
 
-Kubernetes docs: https://kubernetes.io/docs/reference/using-api/api-concepts/ ,
+Pages: https://kubernetes.io/docs/reference/using-api/api-concepts/ ,
 https://kubernetes.io/docs/concepts/overview/working-with-objects/{labels,field-selectors,finalizers}/ ,
 https://kubernetes.io/docs/concepts/architecture/garbage-collection/ ,
 https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#pod-termination
