@@ -257,13 +257,33 @@ BAD_K8S = [
     ("backend.mount_path=data", "must be an absolute path"),
     ("backend.max_parallel=0", "backend.max_parallel=0 is invalid"),
     ("backend.image=", "backend.image is empty"),
+    ("backend.start_timeout_s=0", "backend.start_timeout_s=0.0 is invalid: it must be > 0"),
+    ("backend.files_namespace=Infra", "backend.files_namespace=Infra is not a valid namespace"),
+    # The study's demo at 6 workers with the old default limit: refused, naming the limit.
+    ("workers=6 epochs=4 fault.kill_at_epoch=2 backend.backoff_limit=3",
+     "fault.count=1 at workers=6 costs 5 restarts, which the training operator counts against "
+     "backend.backoff_limit=3 (the job fails when they reach it): set backend.backoff_limit=6 "
+     "or more"),
+    ("workers=2 epochs=4 fault.kill_at_epoch=1 backend.backoff_limit=0",
+     "set backend.backoff_limit=2 or more"),
 ]
 
 
 @pytest.mark.parametrize(("override", "message"), BAD_K8S)
 def test_bad_k8s_values_fail_before_anything_runs(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        validate(compose(["backend=k8s", override]))
+        validate(compose(["backend=k8s", *override.split()]))
+
+
+@pytest.mark.parametrize(("workers", "count", "limit"), [(2, 1, 2), (6, 1, 10), (6, 1, 6),
+                                                         (4, 3, 10), (1, 2, 0)])
+def test_fault_plans_within_the_restart_budget_pass(workers, count, limit):
+    """count * (workers - 1) restarts below the limit (a single pod's loss costs none)."""
+    validate(compose(["backend=k8s", f"workers={workers}", "epochs=6", "fault.kill_at_epoch=1",
+                      f"fault.count={count}", f"backend.backoff_limit={limit}"]))
+    # the local backend counts group restarts (torchrun) and is not checked up front
+    validate(compose([f"workers={workers}", "epochs=6", "fault.kill_at_epoch=1",
+                      f"fault.count={count}", "backend.backoff_limit=0"]))
 
 
 def test_the_k8s_config_composes_and_local_keeps_working():
@@ -271,6 +291,8 @@ def test_the_k8s_config_composes_and_local_keeps_working():
     validate(cfg)
     assert dict(cfg.backend.node_selector) == {"cloud.google.com/gke-nodepool": "gpu"}
     assert cfg.backend.name == "k8s" and cfg.backend.namespace == "gnn-bench"
+    assert (cfg.backend.backoff_limit, cfg.backend.start_timeout_s, cfg.backend.files_namespace) \
+        == (10, 600, "gnn-bench-infra")
     assert K8sOptions.from_mapping(cfg.backend).volume_claim == "gnn-bench-data"
     validate(compose(["backend=local", "backend.max_parallel=2"]))
 
