@@ -380,6 +380,9 @@ def test_kubectl_gets_describes_logs_and_deletes_as_on_a_cluster(admin, tmp_path
     until(lambda: all(restart_count(p) >= 1 for p in pods_of(fake, name)) and
           len(pods_of(fake, name)) == 2, 60, "a restart of each pod")
     fake.cluster.replica_env.update(STUB_SECONDS="60", STUB_EXIT="0")
+    waited = kubectl(kubeconfig, "wait", "--for=condition=Running", f"pytorchjob/{name}",
+                     "--timeout=60s")  # a list, then a watch from its resourceVersion
+    assert waited.returncode == 0 and "condition met" in waited.stdout, waited.stderr
 
     jobs = kubectl(kubeconfig, "get", "pytorchjobs")
     assert jobs.returncode == 0, jobs.stderr
@@ -411,10 +414,10 @@ def test_kubectl_gets_describes_logs_and_deletes_as_on_a_cluster(admin, tmp_path
     init = kubectl(kubeconfig, "logs", f"{name}-worker-0", "-c", "init-pytorch")
     assert init.returncode == 0 and name + "-master-0" in init.stdout
 
-    deleted = kubectl(kubeconfig, "delete", "pytorchjob", name)
+    # Foreground: kubectl watches the job until it is gone, which is after its pods.
+    deleted = kubectl(kubeconfig, "delete", "pytorchjob", name, "--cascade=foreground")
     assert deleted.returncode == 0 and f'pytorchjob.kubeflow.org "{name}" deleted' in deleted.stdout
-    assert job_of(fake, name) is None  # kubectl waited until it was gone
-    until(lambda: not pods_of(fake, name), 60, "the garbage collector")
+    assert job_of(fake, name) is None and pods_of(fake, name) == []
     gone = kubectl(kubeconfig, "get", "pytorchjob", name)
     assert gone.returncode == 1 and "NotFound" in gone.stderr
 
