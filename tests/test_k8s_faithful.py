@@ -409,8 +409,9 @@ def test_kubectl_gets_describes_logs_and_deletes_as_on_a_cluster(admin, tmp_path
 
     previous = kubectl(kubeconfig, "logs", f"{name}-master-0", "--previous")
     assert previous.returncode == 0 and "error: the stub was told to fail" in previous.stdout
-    logs = kubectl(kubeconfig, "logs", "-l", f"training.kubeflow.org/job-name={name}", "--prefix")
-    assert f"[pod/{name}-worker-0/pytorch] stub trainer rank 1 of 2" in logs.stdout
+    line = f"[pod/{name}-worker-0/pytorch] stub trainer rank 1 of 2"  # once the new run printed
+    until(lambda: line in kubectl(kubeconfig, "logs", "-l", f"training.kubeflow.org/job-name={name}",
+                                  "--prefix").stdout, 60, "the current runs' logs")
     init = kubectl(kubeconfig, "logs", f"{name}-worker-0", "-c", "init-pytorch")
     assert init.returncode == 0 and name + "-master-0" in init.stdout
 
