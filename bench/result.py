@@ -102,8 +102,10 @@ class TrialResult:
     cpu_cores_mean: float | None = _field(None, "the per-worker CPU means averaged over workers")
     memory_mib_mean: float | None = _field(None, "the per-worker memory means averaged over "
                                                  "workers")
-    restarts: int | None = _field(None, "worker-group restarts (the elastic agent's count; k8s: the most "
-                              "restarts of any one pod)")
+    restarts: int | None = _field(None, "restarts: locally the worker group's (the elastic "
+                                        "agent's count); on k8s what the training operator "
+                                        "counts, the container restarts summed over the job's "
+                                        "pods")
     faults: list[FaultRecord] = _field(doc="injected faults, one record each (see Faults)",
                                        factory=list)
     curves: dict[str, list[list[float]]] = _field(
