@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -304,6 +305,11 @@ def test_a_cgroup_that_is_not_the_containers_is_never_read(tmp_path):
     reader = cgroup_tree(tmp_path, 1, 1, 1, 0)
     (tmp_path / "proc" / "42" / "cgroup").write_text("4:memory:/\n2:cpu,cpuacct:/\n0::/\n")
     assert reader.read(42, CID) is None
+    # Half moved: memory and cpuacct at the root, the systemd hierarchy still the container's.
+    (tmp_path / "proc" / "42" / "cgroup").write_text(
+        f"9:name=systemd:/libpod_parent/libpod-{CID}\n4:memory:/\n"
+        f"2:cpu,cpuacct:/libpod_parent/libpod-{CID}\n0::/libpod_parent/libpod-{CID}\n")
+    assert reader.read(42, CID) is None
     assert cgroup_tree(tmp_path / "b", 1, 1, 1, 0).read(42, "another") is None
     assert cgroup_tree(tmp_path / "c", 1, 1, 1, 0).read(7, CID) is None  # no such process
 
@@ -532,3 +538,32 @@ def test_release_removes_everything_unless_asked_to_keep_it(tmp_path):
         handle.collect(handle.spec.trial_dir)
         handle.release()
         assert bool(handle.engine.containers) is keep and bool(handle.engine.networks) is keep
+
+
+# ----------------------------------------------------------------------- before anything runs
+def test_a_missing_engine_stops_the_sweep_with_one_line_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    bin_dir = tmp_path / "bin"  # python only: no podman, no docker on this PATH
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    out = subprocess.run([sys.executable, "-m", "bench.sweep", "backend=container", "dataset=tiny",
+                          f"data_root={tmp_path / 'data'}", "results_dir=res", "sweep_name=x"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={"PATH": str(bin_dir), "HOME": str(tmp_path)})
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines() == [
+        "error: backend.engine=podman is not installed here: install podman (apt-get install "
+        "podman runc) or use backend.engine=docker"]
+    assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed")
+def test_an_image_the_engine_does_not_hold_is_named_with_the_fix():
+    from bench.backends.container.handle import usable_engine
+
+    with pytest.raises(ConfigError, match=re.escape(
+            "backend.image=gnn-bench/no-such-image:0 is not among podman's images here: build it "
+            "with `make images` (or pull it and set backend.image)")):
+        usable_engine(ContainerConfig(image="gnn-bench/no-such-image:0"))

@@ -78,15 +78,22 @@ class CgroupReader:
         root cgroup, whose counters are the whole machine's."""
         try:
             paths = self.paths(pid)
-            if not container_id or not any(container_id in p for p in paths.values()):
-                return None
             if "memory" in paths and "cpuacct" in paths:
-                return self._v1(paths)
-            if "" in paths and (self.root / "cgroup.controllers").exists():
-                return self._v2(self.root / paths[""])
+                used = [paths["memory"], paths["cpuacct"]]
+                reading = self._v1
+            elif "" in paths and (self.root / "cgroup.controllers").exists():
+                used = [paths[""]]
+                reading = self._v2
+            else:
+                return None
+            # Every path read must be the container's own: while a killed process exits, the
+            # kernel moves it controller by controller to the root cgroup (seen here: memory
+            # and cpuacct at "/" while name=systemd still named the container).
+            if not container_id or not all(container_id in path for path in used):
+                return None
+            return reading(paths)
         except (OSError, ValueError, IndexError):
             return None
-        return None
 
     def _v1_dir(self, controller: str, path: str) -> Path:
         for mount in (controller, "cpu,cpuacct", "cpuacct,cpu"):
@@ -103,7 +110,8 @@ class CgroupReader:
         oom = _keyed(memory / "memory.oom_control").get("oom_kill", 0)
         return CgroupReading(_int(cpu / "cpuacct.usage"), max(0, usage - inactive), oom)
 
-    def _v2(self, group: Path) -> CgroupReading:
+    def _v2(self, paths: dict[str, str]) -> CgroupReading:
+        group = self.root / paths[""]
         stat = _keyed(group / "memory.stat")
         usage = _int(group / "memory.current")
         events = _keyed(group / "memory.events") if (group / "memory.events").exists() else {}
