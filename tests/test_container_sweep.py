@@ -182,6 +182,9 @@ def test_a_killed_worker_container_restarts_and_matches_its_twin_run_in_parallel
     assert fault["rank"] == 1 and fault["recovery_s"] > 0
     assert [s for s, _ in faulty["curves"]["val/mrr"]] == [1, 2, 3]
     assert abs(faulty["val_mrr"] - twin["val_mrr"]) <= 0.02
+    for r in (faulty, twin):  # readings through the kill and the restart stay the container's
+        assert all(c["peak"] <= CPUS * 1.1 for c in r["cpu_cores"].values()), r["cpu_cores"]
+        assert all(m["peak"] < 1024 for m in r["memory_mib"].values()), r["memory_mib"]
     assert "fault injected: podman kill gnn-w2-e3-" in out.stdout
     assert "exited (exit code 137, SIGKILL): restarting its 2 containers" in out.stdout
     records = [json.loads((tmp_path / "res" / "cf" / r["trial_id"] / RECORD).read_text())
