@@ -109,8 +109,12 @@ def validate(cfg: DictConfig) -> None:
     if not name or name in (".", "..") or "/" in name or "\\" in name:
         raise ConfigError(f"sweep_name={name} is invalid: it must be one folder name, without '/' "
                           "(e.g. sweep_name=table1)")
-    backend_config(cfg).validate()
-    fault_config(cfg).validate(cfg.workers, cfg.epochs)
+    backend = backend_config(cfg)
+    backend.validate()
+    fault = fault_config(cfg)
+    fault.validate(cfg.workers, cfg.epochs)
+    if fault.kill_at_epoch is not None:
+        backend.check_fault_plan(cfg.workers, fault.count)
 
 
 def backend_config(cfg: DictConfig) -> BackendConfig:

@@ -7,8 +7,9 @@ has *checkpointed* epoch 3, the harness kills rank 1's worker:
   ``backend.backoff_limit`` times, its ``--max-restarts``);
 * Kubernetes backend: deletion of the worker's pod with no grace period (the study's demo);
   the training operator creates the pod again, the surviving replicas fail their collective
-  and are restarted in place (``restartPolicy: OnFailure``; these restarts count against
-  ``runPolicy.backoffLimit``).
+  and are restarted in place (``restartPolicy: OnFailure``); the operator sums these restarts
+  over all pods against ``runPolicy.backoffLimit``, so one fault costs ``workers - 1`` (checked
+  before submission: ``trainer.config.validate_fault_budget``).
 
 Either way the trainer resumes from its checkpoint. The harness looks at every poll
 (``backend.poll_interval_s``); with epochs shorter than that the first poll may see a later

@@ -114,9 +114,11 @@ class TrialResult:
     cpu_cores_mean: float | None = _field(None, "the per-worker CPU means averaged over workers")
     memory_mib_mean: float | None = _field(None, "the per-worker memory means averaged over "
                                                  "workers")
-    restarts: int | None = _field(None, "worker-group restarts (local: torchrun attempts after the "
-                              "first, over every harness run of the trial; k8s: the most "
-                              "restarts of any one pod)")
+    restarts: int | None = _field(None, "restarts: locally the worker group's (torchrun attempts "
+                                        "after the first, over every harness run of the trial); "
+                                        "on k8s what the training operator counts, the container "
+                                        "restarts summed over the job's pods; in containers the "
+                                        "harness's restarts of the trial's containers")
     faults: list[FaultRecord] = _field(doc="injected faults, one record each (see Faults)",
                                        factory=list)
     recoveries: list[Recovery] = _field(doc="every restart of the worker group and every resume "

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_k8s import FakeKube, load_role_rules
+from fake_k8s import FakeKube, project_role_rules
+from fake_k8s.kinds import PYTORCHJOBS
 from kubernetes.client.exceptions import ApiException
 
 from bench.backends.base import JobState, TrialSpec, wait
@@ -27,21 +28,22 @@ from bench.events import read_scalars
 
 REPO = Path(__file__).resolve().parents[1]
 STUB = [sys.executable, str(REPO / "tests" / "fake_k8s" / "stub_trainer.py")]
-RBAC = REPO / "k8s" / "base" / "rbac.yaml"
 TRIAL = "w2-e2-s0-tiny-0123abcd"
+IMAGE = "europe-west1-docker.pkg.dev/p/gnn-bench/trainer:0.1.0"  # one the fake's registry has
 
 
 def make_spec(tmp_path: Path, kubeconfig: Path, workers: int = 2, redo: bool = False,
               **options) -> TrialSpec:
-    opts = K8sConfig(
-        kubeconfig=str(kubeconfig),
-        api_retries=3,
-        api_backoff_s=0.01,
-        poll_interval_s=0.1,
-        backoff_limit=0,
-        timeout_s=60,
+    opts = K8sConfig(**{
+        "kubeconfig": str(kubeconfig),
+        "image": IMAGE,
+        "api_retries": 3,
+        "api_backoff_s": 0.01,
+        "poll_interval_s": 0.1,
+        "backoff_limit": 0,
+        "timeout_s": 60,
         **options,
-    )
+    })
     run_dir = f"/mnt/bench/runs/s/{TRIAL}"
     return TrialSpec(
         trial_id=TRIAL,
@@ -72,7 +74,7 @@ def fake(tmp_path):
         replica_command=STUB,
         replica_env={"STUB_SECONDS": "0.5"},
         metrics_window_s=0.5,
-        role_rules=load_role_rules(RBAC),
+        role_rules=project_role_rules(),
     ) as server:
         yield server
 
@@ -124,24 +126,26 @@ def test_a_job_is_followed_to_succeeded_with_metrics_logs_and_event_files(
         stamps["first_step"] and stamps["first_epoch"] and stamps["finished"] >= stamps["created"]
     )
     assert {p["worker"] for p in record["pods"].values()} == {"rank0", "rank1"}
-    # Deleted after collection; every request allowed by k8s/base's Role, and every rule used.
-    assert fake.cluster.jobs[("gnn-bench", handle.name)].deleting
+    # Deleted after collection; every request allowed by k8s/base's Roles, and every rule used.
+    assert fake.cluster.records[handle.uid].deleting
     rules = {
         (g, r, v)
-        for rule in load_role_rules(RBAC)
+        for namespace_rules in project_role_rules().values()
+        for rule in namespace_rules
         for g in rule["apiGroups"]
         for r in rule["resources"]
         for v in rule["verbs"]
     }
-    # `delete` on pods is only for fault injection (tests/test_k8s_sweep.py uses it).
-    assert fake.used == rules - {("", "pods", "delete")}
+    # `delete` on pods is only for fault injection (tests/test_k8s_sweep.py uses it), `list` on
+    # events only for a job whose pods were never created (tests/test_k8s_faithful.py).
+    assert fake.used == rules - {("", "pods", "delete"), ("", "events", "list")}
 
 
 def test_keep_jobs_leaves_the_job(fake, kubeconfig, tmp_path):
     handle = submit(tmp_path, kubeconfig, keep_jobs=True)
     assert wait(handle, 30, 0.1).state is JobState.SUCCEEDED
     collect(handle, tmp_path / "out")
-    assert ("gnn-bench", handle.name) in fake.cluster.jobs
+    assert fake.cluster.job(handle.name) is not None
 
 
 def test_a_failing_trainer_is_restarted_then_failed_with_its_own_error(fake, kubeconfig, tmp_path):
@@ -184,15 +188,14 @@ def test_timeout_cancels_and_deletes_the_job(fake, kubeconfig, tmp_path):
     handle = submit(tmp_path, kubeconfig)
     status = wait(handle, 1.0, 0.1)
     assert status.state is JobState.FAILED and "timed out" in status.reason
-    assert fake.cluster.jobs[("gnn-bench", handle.name)].deleting
+    assert fake.cluster.records[handle.uid].deleting
     assert handle.poll().state is JobState.CANCELLED
 
 
 def test_a_job_deleted_behind_the_harness_fails_the_trial(fake, kubeconfig, tmp_path):
     fake.cluster.replica_env["STUB_SECONDS"] = "30"
     handle = submit(tmp_path, kubeconfig)
-    with fake.cluster.lock:
-        fake.cluster.jobs.pop(("gnn-bench", handle.name))
+    fake.store.delete(PYTORCHJOBS, "gnn-bench", handle.name)  # kubectl delete's default
     status = handle.poll()
     assert status.state is JobState.FAILED and "deleted outside the harness" in status.reason
 
@@ -275,7 +278,8 @@ def test_missing_namespace(tmp_path):
 
 
 def test_forbidden(tmp_path):
-    rules = [r for r in load_role_rules(RBAC) if "pytorchjobs" not in r["resources"]]
+    rules = {ns: [r for r in rules if "pytorchjobs" not in r["resources"]]
+             for ns, rules in project_role_rules().items()}
     with FakeKube(tmp_path / "v", role_rules=rules) as fake:
         message = one_line_error(tmp_path, fake.write_kubeconfig(tmp_path / "kc"))
     assert message.startswith("forbidden to get pytorchjobs")

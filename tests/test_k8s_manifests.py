@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fake_k8s import kubeflow_dir
 from omegaconf import OmegaConf
 
 from bench.backends.base import TrialSpec
@@ -31,7 +32,7 @@ from bench.config import compose, validate
 from trainer.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-KUBEFLOW = Path(__file__).resolve().parents[2] / "shared" / "kubeflow"
+KUBEFLOW = kubeflow_dir()
 CRD = KUBEFLOW / "kubeflow.org_pytorchjobs.v1.9.4.yaml"
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -261,13 +262,33 @@ BAD_K8S = [
     ("backend.mount_path=data", "must be an absolute path"),
     ("backend.max_parallel=0", "backend.max_parallel=0 is invalid"),
     ("backend.image=", "backend.image is empty"),
+    ("backend.start_timeout_s=0", "backend.start_timeout_s=0.0 is invalid: it must be > 0"),
+    ("backend.files_namespace=Infra", "backend.files_namespace=Infra is not a valid namespace"),
+    # The study's demo at 6 workers with the old default limit: refused, naming the limit.
+    ("workers=6 epochs=4 fault.kill_at_epoch=2 backend.backoff_limit=3",
+     "fault.count=1 at workers=6 costs 5 restarts, which the training operator counts against "
+     "backend.backoff_limit=3 (the job fails when they reach it): set backend.backoff_limit=6 "
+     "or more"),
+    ("workers=2 epochs=4 fault.kill_at_epoch=1 backend.backoff_limit=0",
+     "set backend.backoff_limit=2 or more"),
 ]
 
 
 @pytest.mark.parametrize(("override", "message"), BAD_K8S)
 def test_bad_k8s_values_fail_before_anything_runs(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        validate(compose(["backend=k8s", override]))
+        validate(compose(["backend=k8s", *override.split()]))
+
+
+@pytest.mark.parametrize(("workers", "count", "limit"), [(2, 1, 2), (6, 1, 10), (6, 1, 6),
+                                                         (4, 3, 10), (1, 2, 0)])
+def test_fault_plans_within_the_restart_budget_pass(workers, count, limit):
+    """count * (workers - 1) restarts below the limit (a single pod's loss costs none)."""
+    validate(compose(["backend=k8s", f"workers={workers}", "epochs=6", "fault.kill_at_epoch=1",
+                      f"fault.count={count}", f"backend.backoff_limit={limit}"]))
+    # the local backend counts group restarts (torchrun) and is not checked up front
+    validate(compose([f"workers={workers}", "epochs=6", "fault.kill_at_epoch=1",
+                      f"fault.count={count}", "backend.backoff_limit=0"]))
 
 
 def test_the_k8s_config_composes_and_local_keeps_working():
@@ -275,6 +296,8 @@ def test_the_k8s_config_composes_and_local_keeps_working():
     validate(cfg)
     assert dict(cfg.backend.node_selector) == {"cloud.google.com/gke-nodepool": "gpu"}
     assert cfg.backend.name == "k8s" and cfg.backend.namespace == "gnn-bench"
+    assert (cfg.backend.backoff_limit, cfg.backend.start_timeout_s, cfg.backend.files_namespace) \
+        == (10, 600, "gnn-bench-infra")
     assert OmegaConf.to_object(cfg.backend).volume_claim == "gnn-bench-data"
     validate(compose(["backend=local", "backend.max_parallel=2"]))
 
@@ -304,7 +327,14 @@ def test_k8s_renders_offline_and_passes_kubernetes_schemas(overlay):
     for doc in docs:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
         if doc["kind"] not in ("Namespace", "PersistentVolume"):
-            assert doc["metadata"]["namespace"] == "gnn-bench", doc["metadata"]["name"]
+            # The trials' namespace holds only what the trials need; the servers live apart.
+            infra = doc["kind"] in ("Deployment", "Service", "ConfigMap") or doc["metadata"][
+                "name"] == "nfs-server-disk"
+            expected = "gnn-bench-infra" if infra else "gnn-bench"
+            if doc["kind"] in ("Role", "RoleBinding", "PersistentVolumeClaim") and doc[
+                    "metadata"]["namespace"] == "gnn-bench-infra":
+                expected = "gnn-bench-infra"
+            assert doc["metadata"]["namespace"] == expected, (doc["kind"], doc["metadata"]["name"])
 
 
 def test_the_validator_can_fail():
@@ -323,36 +353,54 @@ def by_kind(docs: list[dict]) -> dict[tuple[str, str], dict]:
     return {(d["kind"], d["metadata"]["name"]): d for d in docs}
 
 
+def by_namespace(docs: list[dict]) -> dict[tuple[str, str, str], dict]:
+    return {(d["metadata"].get("namespace", ""), d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
 def test_the_base_wires_volume_file_server_tensorboard_and_rbac_together():
-    docs = by_kind(render("base"))
+    docs = by_namespace(render("base"))
     cfg = compose(["backend=k8s"]).backend
-    pvc = docs[("PersistentVolumeClaim", cfg.volume_claim)]
-    pv = docs[("PersistentVolume", pvc["spec"]["volumeName"])]
-    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"] == pv["spec"]["accessModes"]
-    assert pv["spec"]["nfs"]["server"] == docs[("Service", "nfs-server")]["spec"]["clusterIP"]
-    assert pv["spec"]["claimRef"] == {"namespace": "gnn-bench", "name": cfg.volume_claim}
-    files = docs[("Service", cfg.files_service)]
+    jobs, infra = cfg.namespace, cfg.files_namespace
+    assert (jobs, infra) == ("gnn-bench", "gnn-bench-infra")
+    # One NFS export, one PersistentVolume per namespace's claim (a volume binds one claim).
+    volumes = []
+    for ns in (jobs, infra):
+        pvc = docs[(ns, "PersistentVolumeClaim", cfg.volume_claim)]
+        pv = docs[("", "PersistentVolume", pvc["spec"]["volumeName"])]
+        assert pvc["spec"]["accessModes"] == ["ReadWriteMany"] == pv["spec"]["accessModes"]
+        assert pv["spec"]["claimRef"] == {"namespace": ns, "name": cfg.volume_claim}
+        volumes.append(pv["spec"]["nfs"])
+    assert volumes[0] == volumes[1]
+    assert volumes[0]["server"] == docs[(infra, "Service", "nfs-server")]["spec"]["clusterIP"]
+    files = docs[(infra, "Service", cfg.files_service)]
     assert files["spec"].get("type", "ClusterIP") == "ClusterIP"
     assert len(files["spec"]["ports"]) == 1  # so the proxy path needs no port name
     for deployment in ("gnn-bench-files", "tensorboard"):
-        pod = docs[("Deployment", deployment)]["spec"]["template"]["spec"]
+        pod = docs[(infra, "Deployment", deployment)]["spec"]["template"]["spec"]
         claims = [
             v["persistentVolumeClaim"] for v in pod["volumes"] if "persistentVolumeClaim" in v
         ]
         assert claims == [{"claimName": cfg.volume_claim, "readOnly": True}]
-    assert docs[("Service", "tensorboard")]["spec"]["type"] == "ClusterIP"
-    binding = docs[("RoleBinding", "gnn-bench-harness")]
-    assert binding["roleRef"]["name"] == "gnn-bench-harness"
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "gnn-bench-harness", "namespace": "gnn-bench"}
+    assert docs[(infra, "Service", "tensorboard")]["spec"]["type"] == "ClusterIP"
+    assert not [k for k in docs if k[0] == jobs and k[1] in ("Deployment", "Service")]
+    for ns in (jobs, infra):
+        binding = docs[(ns, "RoleBinding", "gnn-bench-harness")]
+        assert binding["roleRef"]["name"] == "gnn-bench-harness"
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "gnn-bench-harness", "namespace": jobs}
+        ]
+        rules = docs[(ns, "Role", "gnn-bench-harness")]["rules"]
+        assert all(
+            not {"*", "update", "patch", "watch", "deletecollection"} & set(r["verbs"])
+            for r in rules
+        )
+    # In the servers' namespace the harness may only read the file server.
+    assert docs[(infra, "Role", "gnn-bench-harness")]["rules"] == [
+        {"apiGroups": [""], "resources": ["services/proxy"], "resourceNames": [cfg.files_service],
+         "verbs": ["get"]}
     ]
-    rules = docs[("Role", "gnn-bench-harness")]["rules"]
-    assert all(
-        not {"*", "update", "patch", "watch", "deletecollection"} & set(r["verbs"]) for r in rules
-    )
-    assert next(r for r in rules if "services/proxy" in r["resources"])["resourceNames"] == [
-        cfg.files_service
-    ]
+    assert not [r for r in docs[(jobs, "Role", "gnn-bench-harness")]["rules"]
+                if "services/proxy" in r["resources"]]
 
 
 def test_overlays_change_what_they_say():
@@ -372,6 +420,56 @@ def test_the_operator_is_a_pinned_remote_base():
     (resource,) = kustomization["resources"]
     assert "kubeflow/training-operator" in resource and "manifests/overlays/standalone" in resource
     assert re.search(r"\?ref=v1\.9\.\d+$", resource)
+
+
+# The parts of the v1.9.4 operator Deployment (manifests/base/deployment.yaml) that the patch
+# touches, as the standalone overlay renders them: the container, its cert mount and volume.
+OPERATOR_STAND_IN = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: training-operator, namespace: kubeflow}
+spec:
+  selector: {matchLabels: {control-plane: kubeflow-training-operator}}
+  template:
+    metadata: {labels: {control-plane: kubeflow-training-operator}}
+    spec:
+      containers:
+        - name: training-operator
+          image: kubeflow/training-operator:v1-93c5489
+          command: [/manager]
+          volumeMounts: [{name: cert, mountPath: /tmp/k8s-webhook-server/serving-certs,
+                          readOnly: true}]
+      volumes: [{name: cert, secret: {secretName: training-operator-webhook-cert}}]
+"""
+
+
+def test_the_operator_reads_the_compliant_init_container_template(tmp_path):
+    """k8s/operator rendered offline, with the remote base replaced by a stand-in of its
+    Deployment: the operator gets --pytorch-init-container-template-file naming the mounted
+    ConfigMap that holds k8s/operator/init-container.yaml."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not on PATH (its kustomize renders k8s/)")
+    operator = REPO / "k8s" / "operator"
+    work = tmp_path / "operator"
+    shutil.copytree(operator, work)
+    (work / "upstream.yaml").write_text(OPERATOR_STAND_IN)
+    kustomization = yaml.safe_load((work / "kustomization.yaml").read_text())
+    kustomization["resources"] = ["upstream.yaml"]
+    (work / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    out = subprocess.run(["kubectl", "kustomize", str(work)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    docs = by_kind([d for d in yaml.safe_load_all(out.stdout) if d])
+    pod = docs[("Deployment", "training-operator")]["spec"]["template"]["spec"]
+    (flag,) = [a for a in pod["containers"][0]["args"]
+               if a.startswith("--pytorch-init-container-template-file=")]
+    path = Path(flag.split("=", 1)[1])
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == str(path.parent))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    config_map = docs[("ConfigMap", volume["configMap"]["name"])]
+    assert config_map["metadata"]["namespace"] == "kubeflow"
+    assert config_map["data"][path.name] == (operator / "init-container.yaml").read_text()
+    assert [m["name"] for m in pod["containers"][0]["volumeMounts"]][0] == "cert"  # kept
 
 
 def test_cloudbuild_builds_the_images_the_configs_name():

@@ -169,8 +169,16 @@ class Trainer:
 
         After torchrun restarts the worker group, the new workers reach the same agent store as
         the old ones; without a per-attempt prefix gloo reads the old workers' addresses and
-        fails with "connectFullMesh ... Connection refused" (seen with torch 2.13).
+        fails with "connectFullMesh ... Connection refused" (seen with torch 2.13). Without
+        torchrun (the training operator's pods restart one by one, and number nothing) the
+        Master's generations keep attempts apart instead (trainer/rendezvous.py).
         """
+        if "TORCHELASTIC_RESTART_COUNT" not in os.environ:
+            from trainer.rendezvous import generation_store
+
+            store, _ = generation_store(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                                        self.rank, self.world, timeout)
+            return store
         agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
         store = dist.TCPStore(
             os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), self.world,

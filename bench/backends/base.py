@@ -54,6 +54,11 @@ class BackendConfig:
                                   f"(e.g. backend.{key}={example})")
         positive("backend.max_parallel", self.max_parallel, "e.g. backend.max_parallel=2")
 
+    def check_fault_plan(self, workers: int, count: int) -> None:
+        """Refuse (ConfigError) a plan of ``count`` injected faults this backend's restart budget
+        cannot survive. By default none is refused: the trial fails when the budget runs out and
+        says so (bench/faults.py)."""
+
 
 class JobState(enum.Enum):
     PENDING = "pending"

@@ -1,7 +1,38 @@
-"""A small fake Kubernetes API server with a Kubeflow training operator that runs replicas as
-local processes (see server.py and cluster.py)."""
+"""A fake Kubernetes cluster for the k8s backend's tests, rebuilt from the behaviour of the real
+parts (facts only; no code or prose copied): real clients talk to it unchanged, and the tests
+run them (tests/test_k8s_faithful.py: ``kubectl`` get/describe/logs/delete, Kubeflow's
+``TrainingClient``; the harness through the official ``kubernetes`` client).
+
+==============  ===========================================================  ====================
+module          stands for                                                   behaviours tabled
+==============  ===========================================================  ====================
+server.py       kube-apiserver's HTTP API: discovery, REST verbs, watch,     (module docstring)
+                pods/log, service proxy, metrics.k8s.io, Tables, RBAC
+store.py        the API server's storage semantics: uids, resourceVersion,   store.py
+                selectors, deletion, grace, finalizers, preconditions
+cluster.py      the garbage collector, Events, the controller loop           cluster.py
+admission.py    Pod Security admission (baseline / restricted)               admission.py
+operator.py     Kubeflow training operator v1.9.4, PyTorchJob controller     operator.py
+kubelet.py      kube-scheduler, kubelet, metrics-server                      kubelet.py
+==============  ===========================================================  ====================
+
+Durations the kubelet takes from Kubernetes (restart and image pull back-off, grace periods,
+the init container's retry) are the real ones times ``time_scale`` (default 0.1, never 0).
+Later kinds (TrainJob, JobSet, batch Jobs) plug in as a ``Resource`` in kinds.py and a
+controller beside operator.py; restart policies (``ExitCode`` included) are already the
+operator's.
+"""
 
 from .cluster import LAUNCHER_VARS
-from .server import FakeKube, load_role_rules
+from .server import (
+    PROJECT_INIT_TEMPLATE,
+    FakeKube,
+    kubeflow_dir,
+    load_role_rules,
+    project_role_rules,
+)
 
-__all__ = ["LAUNCHER_VARS", "FakeKube", "load_role_rules"]
+__all__ = [
+    "LAUNCHER_VARS", "PROJECT_INIT_TEMPLATE", "FakeKube", "kubeflow_dir", "load_role_rules",
+    "project_role_rules",
+]

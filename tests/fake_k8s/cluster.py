@@ -1,40 +1,35 @@
-"""The fake cluster's state: PyTorchJobs whose replicas run as local processes.
+"""The fake cluster: the API server's store, the garbage collector, the Kubeflow training
+operator (operator.py), the scheduler and kubelets (kubelet.py), one controller loop.
 
-What the Kubeflow training operator and the kubelets do, reduced to what the harness can see:
+What each part reproduces, and from where, is tabled in store.py (API server), operator.py
+(training operator v1.9.4) and kubelet.py (scheduler, kubelet, metrics-server). This module
+adds the garbage collector (Garbage collection: an object whose owners are all gone is deleted
+in the background; an owner deleted with ``Foreground`` keeps ``foregroundDeletion`` until its
+blocking dependents are gone; ``Orphan`` removes the owner references) and Events (core/v1,
+repeated ones counted in ``count``/``lastTimestamp`` as the event recorder aggregates them).
 
-* a created job gets the ``Created`` condition; after ``pod_start_delay_s`` (scheduling and
-  image pulls on a real cluster) its pods start: one process per replica running the
-  container's ``command + args`` here, with the environment the operator injects
-  (``MASTER_ADDR``, ``MASTER_PORT``, ``WORLD_SIZE``, ``RANK``, ``PYTHONUNBUFFERED``) and the
-  PVC's ``mountPath`` rewritten to a local folder (the "volume");
-* all pods running -> ``Running``; the Master exiting 0 -> ``Succeeded``; a container exiting
-  non-zero is restarted in place (``restartPolicy: OnFailure``, ``Restarting``) until the
-  restarts exceed ``runPolicy.backoffLimit`` -> ``Failed``; ``activeDeadlineSeconds`` is enforced;
-* a deleted pod's processes get SIGKILL (the harness deletes with no grace period) and the
-  operator creates the pod again, with a restart count of 0, after ``pod_start_delay_s``;
-* every ``metrics_window_s`` a metrics-server-like scrape turns each pod's process tree into
-  a PodMetrics (CPU averaged over the window, memory as RSS).
-
-Differences from a cluster, on purpose: MASTER_ADDR is 127.0.0.1 and MASTER_PORT a free port
-(pods of several jobs share this machine's network), and GLOO_SOCKET_IFNAME=lo keeps the
-replicas' traffic on loopback.
+Time: every kubelet duration (back-offs, grace periods, the init container's retry) is the
+real one times ``time_scale`` (default 0.1; must be > 0). The operator's own clock is not
+scaled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
+from . import admission
+from .kinds import EVENTS, NAMESPACES, NODES, PODS, PYTORCHJOBS, SERVICES
+from .kubelet import Kubelet, python_argv
+from .operator import PyTorchJobController
+from .store import FOREGROUND, ORPHAN, ApiError, Store, now_rfc3339
 
 REPO = Path(__file__).resolve().parents[2]
 # Variables of an enclosing launcher (torchrun, an operator's pod) that must not leak into the
@@ -49,13 +44,17 @@ LAUNCHER_VARS = (
     "MASTER_PORT",
     "TORCHELASTIC_RUN_ID",
     "TORCHELASTIC_RESTART_COUNT",
+    "TORCHELASTIC_USE_AGENT_STORE",
+    "PET_MASTER_ADDR",
+    "PET_MASTER_PORT",
+    "PET_NNODES",
+    "PET_NODE_RANK",
+    "PET_NPROC_PER_NODE",
 )
-
-
-def now_rfc3339(t: float | None = None) -> str:
-    return datetime.fromtimestamp(time.time() if t is None else t, UTC).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
+# What no registry has: the config's default image name (docker/ builds it under your own
+# registry's name; docs/gke.md step 4).
+MISSING_IMAGES = frozenset({"gnn-bench/trainer:latest", "gnn-bench/trainer"})
+DEFAULT_NODES = {"fake-node-0": {"cpu": "64", "memory": "256Gi", "pods": "110"}}
 
 
 def free_port() -> int:
@@ -65,106 +64,28 @@ def free_port() -> int:
 
 
 @dataclass
-class Pod:
+class JobRecord:
+    """A PyTorchJob's life as the tests look at it (kept after the job is gone)."""
+
     name: str
-    replica_type: str  # master | worker
-    index: int
-    rank: int
-    env: dict[str, str]
-    argv: list[str]
-    labels: dict[str, str]
-    log_dir: Path
-    process: subprocess.Popen | None = None
-    restarts: int = 0
-    phase: str = "Pending"
-    started_at: float | None = None
-    exit_code: int | None = None
-    last_exit_code: int | None = None
-    metrics: dict[str, Any] | None = None  # the latest PodMetrics
-    cpu_seen: tuple[float, float] | None = None  # (monotonic time, cpu seconds) at last scrape
-    job: Job | None = field(default=None, repr=False, compare=False)
-    recreate_at: float | None = None  # deleted: the operator creates it again at this time
-
-    def log_path(self, restart: int) -> Path:
-        return self.log_dir / f"{self.name}.{restart}.log"
-
-    def start(self, cwd: Path) -> None:
-        with open(self.log_path(self.restarts), "wb") as log:
-            self.process = subprocess.Popen(
-                self.argv,
-                cwd=cwd,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.phase, self.started_at, self.exit_code = "Running", time.time(), None
-
-    def kill(self, grace_s: float = 5) -> None:
-        if self.process is not None and self.process.poll() is None:
-            steps = ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5)) if grace_s else ((signal.SIGKILL, 5),)
-            for sig, wait in steps:
-                try:
-                    os.killpg(self.process.pid, sig)
-                    self.process.wait(timeout=wait)
-                    break
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    continue
-
-
-@dataclass
-class Job:
-    body: dict[str, Any]
-    created: float = field(default_factory=time.time)
-    pods: list[Pod] = field(default_factory=list)
-    conditions: list[dict[str, Any]] = field(default_factory=list)
-    deleting: bool = False
-    done: bool = False
-    started: float | None = None  # when its pods started (for concurrency checks)
-    finished: float | None = None
+    namespace: str
+    uid: str
+    created: float
+    started: float | None = None  # the first of its pods running
+    finished: float | None = None  # succeeded, failed or deleted
+    cluster: Any = field(default=None, repr=False, compare=False)
 
     @property
-    def name(self) -> str:
-        return self.body["metadata"]["name"]
-
-    def set_condition(self, kind: str, reason: str, message: str = "") -> None:
-        """Add or refresh a condition (Running and Restarting exclude each other, as in the
-        operator)."""
-        stamp = now_rfc3339()
-        for c in self.conditions:
-            if c["type"] in ("Running", "Restarting") and kind in (
-                "Running",
-                "Restarting",
-                "Succeeded",
-                "Failed",
-            ):
-                if c["type"] != kind and c["status"] == "True":
-                    c.update(status="False", lastTransitionTime=stamp)
-        for c in self.conditions:
-            if c["type"] == kind:
-                if c["status"] != "True":
-                    c.update(
-                        status="True", reason=reason, message=message, lastTransitionTime=stamp
-                    )
-                return
-        self.conditions.append(
-            {
-                "type": kind,
-                "status": "True",
-                "reason": reason,
-                "message": message,
-                "lastUpdateTime": stamp,
-                "lastTransitionTime": stamp,
-            }
-        )
-
-    def state(self) -> str | None:
-        true = [c["type"] for c in self.conditions if c["status"] == "True"]
-        return next((t for t in ("Succeeded", "Failed") if t in true), None)
+    def deleting(self) -> bool:
+        """Deleted, or being deleted (read from the API server's store now)."""
+        with self.cluster.lock:
+            job = next((j for j in self.cluster.store.items(PYTORCHJOBS)
+                        if j["metadata"]["uid"] == self.uid), None)
+            return job is None or bool(job["metadata"].get("deletionTimestamp"))
 
 
 class Cluster:
-    """Jobs and pods, advanced by one controller thread every ``tick_s``."""
+    """All controllers, advanced by one thread every ``tick_s`` under the store's lock."""
 
     def __init__(
         self,
@@ -172,28 +93,53 @@ class Cluster:
         mount_path: str = "/mnt/bench",
         pod_start_delay_s: float = 0.0,
         metrics_window_s: float = 1.0,
-        tick_s: float = 0.1,
+        tick_s: float = 0.05,
         replica_command: list[str] | None = None,
         replica_env: dict[str, str] | None = None,
+        time_scale: float = 0.1,
+        nodes: dict[str, dict[str, str]] | None = None,
+        node_labels: dict[str, dict[str, str]] | None = None,
+        missing_images: frozenset[str] | set[str] = MISSING_IMAGES,
+        init_container_template: str | None = None,
+        namespaces: dict[str, dict[str, str]] | None = None,
     ):
+        if not time_scale > 0:
+            raise ValueError("time_scale must be > 0: the fake's back-offs are real ones, scaled")
         self.volume, self.mount_path = Path(volume), mount_path.rstrip("/")
-        # Tests that need jobs but not training run a stub instead of the container's command.
         self.replica_command, self.replica_env = replica_command, dict(replica_env or {})
         self.pod_start_delay_s, self.metrics_window_s, self.tick_s = (
-            pod_start_delay_s,
-            metrics_window_s,
-            tick_s,
-        )
+            pod_start_delay_s, metrics_window_s, tick_s)
+        self.time_scale = time_scale
+        self.missing_images = set(missing_images)
+        self.workdir = REPO
         self.log_dir = self.volume.parent / f"{self.volume.name}-pod-logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.jobs: dict[tuple[str, str], Job] = {}
-        self.history: list[Job] = []  # every job ever created, also after deletion
-        self.deleted_pods: list[tuple[str, float]] = []  # (pod name, when), in order
-        self.lock = threading.RLock()
+        self.store = Store()
+        self.lock = self.store.lock
+        self.kubelet = Kubelet(self)
+        self.operator = PyTorchJobController(self, init_container_template)
+        # Controllers run in this order each tick; each has ``resources`` and reconcile_all().
+        self.controllers: list[Any] = [self.operator]
+        self.records: dict[str, JobRecord] = {}
+        self.deleted_pods: list[tuple[str, float]] = []  # pods deleted by clients, in order
+        self._ports: dict[tuple[str, str, int], int] = {}
         self._stop = threading.Event()
         self._last_scrape = 0.0
-        self._thread = threading.Thread(target=self._loop, name="fake-controller", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="fake-controllers", daemon=True)
+        for name, labels in (namespaces or {"gnn-bench": {}}).items():
+            self.store.create(NAMESPACES, "", {"metadata": {"name": name, "labels": dict(labels)},
+                                              "status": {"phase": "Active"}})
+        for name, allocatable in (nodes or DEFAULT_NODES).items():
+            labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                      **((node_labels or {}).get(name) or {})}
+            self.store.create(NODES, "", {
+                "metadata": {"name": name, "labels": labels},
+                "status": {"capacity": dict(allocatable), "allocatable": dict(allocatable),
+                           "conditions": [{"type": "Ready", "status": "True",
+                                           "reason": "KubeletReady"}],
+                           "nodeInfo": {"kubeletVersion": "v1.33.0-fake"}}})
 
+    # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self._thread.start()
 
@@ -201,279 +147,222 @@ class Cluster:
         self._stop.set()
         self._thread.join(timeout=10)
         with self.lock:
-            for job in self.jobs.values():
-                for pod in job.pods:
-                    pod.kill()
+            self.kubelet.stop()
 
-    # -- API-facing operations (called by the HTTP handler under self.lock)
-    def create(self, namespace: str, body: dict[str, Any]) -> Job:
-        meta = body.setdefault("metadata", {})
-        meta.update(
-            namespace=namespace,
-            uid=f"uid-{len(self.history)}",
-            resourceVersion="1",
-            creationTimestamp=now_rfc3339(),
-            generation=1,
-        )
-        job = Job(body)
-        job.set_condition("Created", "PyTorchJobCreated", f"PyTorchJob {job.name} is created.")
-        self.jobs[(namespace, job.name)] = job
-        self.history.append(job)
-        return job
+    def _loop(self) -> None:
+        while not self._stop.wait(self.tick_s):
+            with self.lock:
+                self.tick()
 
-    def delete(self, namespace: str, name: str) -> Job | None:
-        job = self.jobs.get((namespace, name))
-        if job is not None and not job.deleting:
-            job.deleting = True
-            job.body["metadata"]["deletionTimestamp"] = now_rfc3339()
-        return job
+    def tick(self) -> None:
+        self.collect_garbage()
+        for controller in self.controllers:
+            controller.reconcile_all()
+        self.kubelet.schedule()
+        self.kubelet.sync()
+        self._track_jobs()
+        if time.monotonic() - self._last_scrape >= self.metrics_window_s:
+            self._last_scrape = time.monotonic()
+            self.kubelet.scrape(self.metrics_window_s)
 
-    def delete_pod(self, namespace: str, name: str) -> Pod | None:
-        pod = next((p for (jns, _), j in self.jobs.items() if jns == namespace
-                    for p in j.pods if p.name == name), None)
-        if pod is not None and pod.recreate_at is None:
-            pod.kill(grace_s=0)
-            pod.phase, pod.restarts, pod.exit_code, pod.last_exit_code = "Pending", 0, None, None
-            pod.metrics = pod.cpu_seen = None
-            pod.recreate_at = time.time() + self.pod_start_delay_s
-            self.deleted_pods.append((name, time.time()))
-        return pod
+    # ------------------------------------------------------------------ API-side helpers
+    def api_create(self, resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A create as the API server admits it (namespace exists, Pod Security)."""
+        if resource.namespaced:
+            ns = self.store.peek(NAMESPACES, "", namespace)
+            if ns is None:
+                raise ApiError(404, f'namespaces "{namespace}" not found', "NotFound",
+                               {"name": namespace, "kind": "namespaces"})
+            if ns["metadata"].get("deletionTimestamp"):
+                raise ApiError(403, f'unable to create new content in namespace {namespace} '
+                                    "because it is being terminated", "Forbidden")
+            if resource == PODS:
+                body.setdefault("metadata", {})
+                problem = admission.check(ns, body)
+                if problem:
+                    raise ApiError(403, problem, "Forbidden",
+                                   {"name": body["metadata"].get("name", ""), "kind": "pods"})
+                spec = body.setdefault("spec", {})
+                spec.setdefault("terminationGracePeriodSeconds", 30)
+                spec.setdefault("restartPolicy", "Always")
+                spec.setdefault("schedulerName", "default-scheduler")
+                body["status"] = {"phase": "Pending", "qosClass": "Guaranteed"}
+        obj = self.store.create(resource, namespace, body)
+        if resource == PYTORCHJOBS:
+            meta = obj["metadata"]
+            self.records[meta["uid"]] = JobRecord(meta["name"], namespace, meta["uid"],
+                                                  time.time(), cluster=self)
+        return obj
+
+    def record_event(self, obj: dict[str, Any], type_: str, reason: str, message: str,
+                     component: str) -> None:
+        """An Event about ``obj``; a repeat (same object, reason, message) is counted."""
+        meta = obj["metadata"]
+        key = hashlib.sha1(f"{meta['uid']}{reason}{message}".encode()).hexdigest()[:16]
+        name = f"{meta['name']}.{key}"
+        ns = meta.get("namespace") or "default"
+        existing = self.store.peek(EVENTS, ns, name)
+        stamp = now_rfc3339()
+        if existing is not None:
+            existing["count"] = int(existing.get("count", 1)) + 1
+            existing["lastTimestamp"] = stamp
+            self.store.update(EVENTS, existing)
+            return
+        self.store.create(EVENTS, ns, {
+            "metadata": {"name": name},
+            "involvedObject": {"kind": obj.get("kind"), "namespace": ns, "name": meta["name"],
+                               "uid": meta["uid"], "apiVersion": obj.get("apiVersion"),
+                               "resourceVersion": meta.get("resourceVersion")},
+            "reason": reason, "message": message, "type": type_,
+            "source": {"component": component},
+            "reportingComponent": component, "reportingInstance": "",
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+            "eventTime": None,
+        })
+
+    def events_for(self, name: str, reason: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.store.items(EVENTS)
+                if e["involvedObject"]["name"] == name and (reason is None or e["reason"] == reason)]
+
+    # ------------------------------------------------------------------ garbage collector
+    def collect_garbage(self) -> None:
+        everything = list(self.store.objects.items())
+        by_uid = {o["metadata"]["uid"]: (r, o) for (r, _, _), o in everything}
+        for (resource, _, _), obj in everything:
+            meta = obj["metadata"]
+            owners = meta.get("ownerReferences") or []
+            if owners and not meta.get("deletionTimestamp"):
+                present = [by_uid.get(ref.get("uid")) for ref in owners]
+                if not any(present):
+                    self.store.delete(resource, meta.get("namespace", ""), meta["name"])
+                    continue
+                for found in present:
+                    if found and FOREGROUND in (found[1]["metadata"].get("finalizers") or []):
+                        self.store.delete(resource, meta.get("namespace", ""), meta["name"])
+                        break
+        for uid, (resource, obj) in by_uid.items():
+            meta = obj["metadata"]
+            finalizers = meta.get("finalizers") or []
+            if not meta.get("deletionTimestamp") or not finalizers:
+                continue
+            dependents = [(r, o) for (r, _, _), o in self.store.objects.items()
+                          if any(ref.get("uid") == uid for ref in
+                                 o["metadata"].get("ownerReferences") or [])]
+            if ORPHAN in finalizers:
+                for r, o in dependents:
+                    o["metadata"]["ownerReferences"] = [
+                        ref for ref in o["metadata"]["ownerReferences"] if ref.get("uid") != uid]
+                    self.store.update(r, o)
+                meta["finalizers"] = [f for f in finalizers if f != ORPHAN]
+                self.store.update(resource, obj)
+            elif FOREGROUND in finalizers:
+                blocking = [o for _, o in dependents if any(
+                    ref.get("uid") == uid and ref.get("blockOwnerDeletion")
+                    for ref in o["metadata"].get("ownerReferences") or [])]
+                if not blocking:
+                    meta["finalizers"] = [f for f in finalizers if f != FOREGROUND]
+                    self.store.update(resource, obj)
+
+    # ------------------------------------------------------------------ kubelet helpers
+    def image_missing(self, image: str) -> bool:
+        return image in self.missing_images
+
+    def resolves(self, namespace: str, service: str) -> bool:
+        """Cluster DNS: a headless Service's name has records for its ready endpoints only."""
+        svc = self.store.peek(SERVICES, namespace, service)
+        if svc is None:
+            return False
+        selector = (svc.get("spec") or {}).get("selector") or {}
+        for pod in self.store.items(PODS, namespace):
+            labels = pod["metadata"].get("labels") or {}
+            ready = any(c["type"] == "Ready" and c["status"] == "True"
+                        for c in (pod.get("status") or {}).get("conditions") or [])
+            if ready and all(labels.get(k) == v for k, v in selector.items()) and \
+                    not pod["metadata"].get("deletionTimestamp"):
+                return True
+        return False
+
+    def loopback_port(self, namespace: str, service: str, port: int) -> int:
+        """The local port that plays ``<service>:<port>`` (one per Service port, kept)."""
+        key = (namespace, service, int(port))
+        if key not in self._ports:
+            self._ports[key] = free_port()
+        return self._ports[key]
+
+    def on_volume(self, text: str) -> str:
+        """The PVC's mountPath in a value, as the local folder that plays the volume."""
+        return text.replace(self.mount_path, str(self.volume))
+
+    def process_command(self, pod: dict[str, Any], container: dict[str, Any]
+                        ) -> tuple[list[str], dict[str, str]]:
+        """argv and environment of a container's process on this machine."""
+        ns = pod["metadata"]["namespace"]
+        env = {k: v for k, v in os.environ.items() if k not in (*LAUNCHER_VARS, "GNN_BENCH_DATA")}
+        declared = {e["name"]: str(e.get("value", "")) for e in container.get("env") or []}
+        for addr_key, port_key in (("MASTER_ADDR", "MASTER_PORT"),
+                                   ("PET_MASTER_ADDR", "PET_MASTER_PORT")):
+            if addr_key in declared:
+                service = declared[addr_key]
+                port = int(declared.get(port_key) or 23456)
+                declared[addr_key] = "127.0.0.1"
+                declared[port_key] = str(self.loopback_port(ns, service, port))
+        env.update({k: self.on_volume(v) for k, v in declared.items()})
+        env.update(self.replica_env)
+        env["GLOO_SOCKET_IFNAME"] = "lo"
+        command = self.replica_command or list(container.get("command") or [])
+        argv = [self.on_volume(str(a)) for a in command + list(container.get("args") or [])]
+        return python_argv(argv), env
+
+    # ------------------------------------------------------------------ for tests
+    def _track_jobs(self) -> None:
+        live = {j["metadata"]["uid"]: j for j in self.store.items(PYTORCHJOBS)}
+        pods = self.store.items(PODS)
+        for uid, record in self.records.items():
+            job = live.get(uid)
+            if record.finished is None and (job is None or job["metadata"].get("deletionTimestamp")
+                                            or self.operator.finished(job.get("status") or {})):
+                record.finished = time.time()
+            if record.started is None and any(
+                    p.get("status", {}).get("phase") == "Running"
+                    and any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])
+                    for p in pods):
+                record.started = time.time()
+
+    @property
+    def history(self) -> list[JobRecord]:
+        return sorted(self.records.values(), key=lambda r: r.created)
+
+    def job(self, name: str, namespace: str = "gnn-bench") -> dict[str, Any] | None:
+        return self.store.peek(PYTORCHJOBS, namespace, name)
+
+    def pods_of(self, job_name: str, namespace: str = "gnn-bench") -> list[dict[str, Any]]:
+        return [p for p in self.store.items(PODS, namespace)
+                if (p["metadata"].get("labels") or {}).get("training.kubeflow.org/job-name")
+                == job_name]
+
+    def max_backoff_sum(self, uid: str) -> int:
+        """The largest restart sum the operator compared with backoffLimit for a job."""
+        return max(self.operator.backoff_sums.get(uid) or [0])
 
     def max_concurrent(self) -> int:
         """The most jobs whose pods were running at the same moment."""
-        spans = [(j.started, j.finished or time.time()) for j in self.history if j.started]
-        events = sorted(
-            [(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1])
-        )
+        spans = [(r.started, r.finished or time.time()) for r in self.records.values() if r.started]
+        events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
         running = peak = 0
         for _, step in events:
             running += step
             peak = max(peak, running)
         return peak
 
-    # -- the controller
-    def _loop(self) -> None:
-        while not self._stop.wait(self.tick_s):
-            with self.lock:
-                for key, job in list(self.jobs.items()):
-                    self._advance(job)
-                    if job.deleting and not any(
-                        p.process and p.process.poll() is None for p in job.pods
-                    ):
-                        del self.jobs[key]
-                if time.monotonic() - self._last_scrape >= self.metrics_window_s:
-                    self._last_scrape = time.monotonic()
-                    for job in self.jobs.values():
-                        for pod in job.pods:
-                            self._scrape(pod)
+    def crash(self, namespace: str, pod: str, container: str = "pytorch", sig: int = 9) -> bool:
+        """Kill a container's process (a crash, not a pod deletion): the kubelet restarts it."""
+        with self.lock:
+            run = self.kubelet.find(namespace, pod)
+            c = next((c for c in (run.containers if run else []) if c.name == container), None)
+            if c is None or c.process is None or c.process.poll() is not None:
+                return False
+            os.killpg(c.process.pid, sig)
+            return True
 
-    def _advance(self, job: Job) -> None:
-        if job.deleting:
-            for pod in job.pods:
-                pod.kill()
-            job.finished = job.finished or time.time()
-            return
-        if job.done:
-            return
-        policy = job.body["spec"].get("runPolicy") or {}
-        if not job.pods:
-            if time.time() - job.created >= self.pod_start_delay_s:
-                self._start_pods(job)
-            return
-        deadline = policy.get("activeDeadlineSeconds")
-        if deadline is not None and time.time() - job.started > deadline:
-            return self._end(
-                job, "Failed", "DeadlineExceeded", "the job ran past activeDeadlineSeconds"
-            )
-        for pod in job.pods:
-            if pod.recreate_at is not None and time.time() >= pod.recreate_at:
-                pod.recreate_at = None
-                pod.start(REPO)
-            code = pod.process.poll() if pod.process and pod.phase == "Running" else None
-            if code is None:
-                continue
-            pod.exit_code = code
-            if code == 0:
-                pod.phase = "Succeeded"
-                continue
-            if sum(p.restarts for p in job.pods) >= int(policy.get("backoffLimit", 0)):
-                return self._end(
-                    job,
-                    "Failed",
-                    "BackoffLimitExceeded",
-                    f"PyTorchJob {job.name} has failed because it has reached the backoff limit",
-                )
-            job.set_condition(
-                "Restarting",
-                "PyTorchJobRestarting",
-                f"PyTorchJob {job.name} is restarting because {pod.name} exited with {code}.",
-            )
-            pod.last_exit_code, pod.restarts = code, pod.restarts + 1
-            pod.start(REPO)
-        master = next(p for p in job.pods if p.replica_type == "master")
-        if master.phase == "Succeeded":
-            return self._end(
-                job,
-                "Succeeded",
-                "PyTorchJobSucceeded",
-                f"PyTorchJob {job.name} is successfully completed.",
-            )
-        if all(p.phase in ("Running", "Succeeded") for p in job.pods):
-            job.set_condition("Running", "PyTorchJobRunning", f"PyTorchJob {job.name} is running.")
 
-    def _end(self, job: Job, kind: str, reason: str, message: str) -> None:
-        for pod in job.pods:
-            if pod.process and pod.process.poll() is None and kind == "Failed":
-                pod.kill()
-                pod.phase, pod.exit_code = "Failed", pod.process.poll()
-        job.set_condition(kind, reason, message)
-        job.done, job.finished = True, time.time()
-        job.body.setdefault("status", {})["completionTime"] = now_rfc3339()
-
-    def _start_pods(self, job: Job) -> None:
-        specs = job.body["spec"]["pytorchReplicaSpecs"]
-        world = sum(int(s.get("replicas", 1)) for s in specs.values())
-        port = str(free_port())
-        for rtype in ("Master", "Worker"):
-            spec = specs.get(rtype)
-            for index in range(int(spec.get("replicas", 1)) if spec else 0):
-                container = spec["template"]["spec"]["containers"][0]
-                rank = index if rtype == "Master" else index + 1
-                env = {k: v for k, v in os.environ.items()
-                       if k not in (*LAUNCHER_VARS, "GNN_BENCH_DATA")}
-                env.update(
-                    {
-                        e["name"]: self._on_volume(str(e.get("value", "")))
-                        for e in container.get("env", [])
-                    }
-                )
-                env.update(self.replica_env)
-                env.update(
-                    MASTER_ADDR="127.0.0.1",
-                    MASTER_PORT=port,
-                    WORLD_SIZE=str(world),
-                    RANK=str(rank),
-                    PYTHONUNBUFFERED="0",
-                    GLOO_SOCKET_IFNAME="lo",
-                )
-                command = self.replica_command or container.get("command", [])
-                argv = [self._on_volume(a) for a in command + container.get("args", [])]
-                if argv and argv[0] in ("python", "python3"):
-                    argv[0] = sys.executable
-                labels = {
-                    **(spec["template"].get("metadata") or {}).get("labels", {}),
-                    "training.kubeflow.org/job-name": job.name,
-                    "training.kubeflow.org/operator-name": "pytorchjob-controller",
-                    "training.kubeflow.org/replica-type": rtype.lower(),
-                    "training.kubeflow.org/replica-index": str(index),
-                }
-                if rtype == "Master":
-                    labels["training.kubeflow.org/job-role"] = "master"
-                pod = Pod(
-                    f"{job.name}-{rtype.lower()}-{index}",
-                    rtype.lower(),
-                    index,
-                    rank,
-                    env,
-                    argv,
-                    labels,
-                    self.log_dir,
-                    job=job,
-                )
-                pod.start(REPO)
-                job.pods.append(pod)
-        job.started = time.time()
-        job.body.setdefault("status", {})["startTime"] = now_rfc3339()
-
-    def _on_volume(self, text: str) -> str:
-        """The PVC's mountPath in an argument, as the local folder that plays the volume."""
-        return text.replace(self.mount_path, str(self.volume))
-
-    def _scrape(self, pod: Pod) -> None:
-        """metrics-server: CPU over the last window and memory of the pod's process tree."""
-        if pod.phase != "Running" or pod.process is None:
-            return
-        try:
-            root = psutil.Process(pod.process.pid)
-            procs = [root, *root.children(recursive=True)]
-            cpu = sum(sum(p.cpu_times()[:2]) for p in procs)
-            rss = sum(p.memory_info().rss for p in procs)
-        except psutil.Error:
-            return
-        now = time.monotonic()
-        previous, pod.cpu_seen = pod.cpu_seen, (now, cpu)
-        if previous is None or now <= previous[0]:
-            return  # like metrics-server, a first reading has no rate yet
-        cores = max(0.0, (cpu - previous[1]) / (now - previous[0]))
-        pod.metrics = {
-            "metadata": {
-                "name": pod.name,
-                "labels": pod.labels,
-                "creationTimestamp": now_rfc3339(),
-            },
-            "timestamp": now_rfc3339(),
-            "window": f"{self.metrics_window_s:g}s",
-            "containers": [
-                {
-                    "name": "pytorch",
-                    "usage": {"cpu": f"{int(cores * 1e9)}n", "memory": f"{rss // 1024}Ki"},
-                }
-            ],
-        }
-
-    # -- views
-    def job_json(self, job: Job) -> dict[str, Any]:
-        replica_status: dict[str, dict[str, int]] = {}
-        for pod in job.pods:
-            counts = replica_status.setdefault(
-                pod.replica_type.capitalize(), {"active": 0, "succeeded": 0, "failed": 0}
-            )
-            key = {"Running": "active", "Succeeded": "succeeded", "Failed": "failed"}.get(pod.phase)
-            if key:
-                counts[key] += 1
-        status = {
-            **job.body.get("status", {}),
-            "conditions": job.conditions,
-            "replicaStatuses": replica_status,
-        }
-        return {**job.body, "status": status}
-
-    def pod_json(self, job: Job, pod: Pod) -> dict[str, Any]:
-        state: dict[str, Any]
-        if pod.phase == "Running":
-            state = {"running": {"startedAt": now_rfc3339(pod.started_at)}}
-        elif pod.phase == "Pending":
-            state = {"waiting": {"reason": "ContainerCreating"}}
-        else:
-            state = {
-                "terminated": {
-                    "exitCode": pod.exit_code,
-                    "reason": "Completed" if pod.exit_code == 0 else "Error",
-                }
-            }
-        last = (
-            {"terminated": {"exitCode": pod.last_exit_code, "reason": "Error"}}
-            if pod.restarts
-            else {}
-        )
-        return {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": pod.name,
-                "namespace": job.body["metadata"]["namespace"],
-                "labels": pod.labels,
-            },
-            "status": {
-                "phase": pod.phase,
-                "containerStatuses": [
-                    {
-                        "name": "pytorch",
-                        "restartCount": pod.restarts,
-                        "ready": pod.phase == "Running",
-                        "state": state,
-                        "lastState": last,
-                    }
-                ],
-            },
-        }
+__all__ = ["Cluster", "JobRecord", "LAUNCHER_VARS", "MISSING_IMAGES", "REPO", "sys"]

@@ -3,12 +3,17 @@ overrides, sleeps ``STUB_SECONDS`` (default 2), and rank 0 writes the event file
 summary.json a real run writes (fixed values), without importing torch.
 
     python tests/fake_k8s/stub_trainer.py epochs=2 run_dir=/tmp/x ...   (STUB_EXIT=3 to fail)
+
+Also: ``STUB_SHM_MIB`` / ``STUB_ALLOC_MIB`` write that much to /dev/shm / hold it in memory
+before sleeping (to pass a memory limit), ``STUB_IGNORE_TERM=1`` ignores SIGTERM (a process that
+needs its whole grace period), ``STUB_MARK`` is printed (to tell runs apart in logs).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -26,8 +31,18 @@ def main(argv: list[str]) -> int:
     args = dict(a.split("=", 1) for a in argv if "=" in a)
     epochs, run_dir = int(args.get("epochs", 1)), Path(args["run_dir"])
     print(
-        f"stub trainer rank {os.environ.get('RANK')} of {os.environ.get('WORLD_SIZE')}", flush=True
+        f"stub trainer rank {os.environ.get('RANK')} of {os.environ.get('WORLD_SIZE')}"
+        + (f" {os.environ['STUB_MARK']}" if os.environ.get("STUB_MARK") else ""), flush=True
     )
+    if os.environ.get("STUB_IGNORE_TERM") == "1":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    held = []
+    if os.environ.get("STUB_SHM_MIB"):
+        with open(f"/dev/shm/stub-{os.getpid()}", "wb") as shm:
+            for _ in range(int(os.environ["STUB_SHM_MIB"])):
+                shm.write(b"\1" * 2**20)
+    if os.environ.get("STUB_ALLOC_MIB"):
+        held.append(bytearray(b"\1" * (int(os.environ["STUB_ALLOC_MIB"]) * 2**20)))
     time.sleep(float(os.environ.get("STUB_SECONDS", "2")))
     if os.environ.get("STUB_EXIT", "0") != "0":
         print("error: the stub was told to fail", flush=True)

@@ -10,9 +10,16 @@ pytorchjobs (kubeflow.org)     create, get, delete               submit, follow,
 pods                           list                              restarts, replica states
 pods                           delete                            fault injection (``fault.*``)
 pods/log                       get                               log tails
+events                         list                              why no pod was created
 pods (metrics.k8s.io)          list                              CPU and memory samples
-services/proxy                 get (only ``files_service``)      fetch event files
+services/proxy                 get (only ``files_service``, in   fetch event files
+                               ``files_namespace``)
 =============================  ================================  ============================
+
+Pods are the job's by their controller ownerReference (the job's uid), not by name or label
+alone: a re-run's new job has the old one's name, and the old job's pods may still be
+terminating. Jobs are deleted with ``Foreground`` propagation, so a deleted job is gone only
+once its pods are.
 """
 
 from __future__ import annotations
@@ -96,8 +103,10 @@ class KubeClient:
     def _timeout(self) -> tuple[float, float]:
         return (min(10.0, self.opts.request_timeout_s), self.opts.request_timeout_s)
 
-    def call(self, what: str, fn: Callable[[], T], attempts: int | None = None) -> T:
-        """``fn()`` with retries; errors become a K8sError naming the fix.
+    def call(self, what: str, fn: Callable[[], T], attempts: int | None = None,
+             namespace: str | None = None) -> T:
+        """``fn()`` with retries; errors become a K8sError naming the fix (``namespace``: where
+        the call goes, when not ``backend.namespace``).
 
         A 401 reloads the credentials once (an exec plugin's token may have expired).
         """
@@ -113,7 +122,8 @@ class KubeClient:
                 return retry()
         except Exception as exc:
             raise explain(
-                exc, what, self.namespace, self.host, attempts if is_transient(exc) else 1
+                exc, what, namespace or self.namespace, self.host,
+                attempts if is_transient(exc) else 1
             ) from exc
 
     # -- PyTorchJobs
@@ -143,7 +153,8 @@ class KubeClient:
         )
 
     def delete_job(self, name: str) -> bool:
-        """Delete the job and (by garbage collection) its pods; False when it was not there."""
+        """Delete the job and (by garbage collection, Foreground: the job stays until its pods
+        are gone) its pods; False when it was not there."""
 
         def delete() -> bool:
             try:
@@ -153,7 +164,7 @@ class KubeClient:
                     self.namespace,
                     PLURAL,
                     name,
-                    propagation_policy="Background",
+                    propagation_policy="Foreground",
                     _request_timeout=self._timeout,
                 )
                 return True
@@ -176,8 +187,9 @@ class KubeClient:
             self._sleep(min(2.0, self.opts.poll_interval_s))
 
     # -- pods
-    def list_pods(self, job: str) -> list[dict[str, Any]]:
-        """The job's pods (label ``training.kubeflow.org/job-name``)."""
+    def list_pods(self, job: str, uid: str | None = None) -> list[dict[str, Any]]:
+        """The job's pods: label ``training.kubeflow.org/job-name`` and, when ``uid`` is given,
+        a controller ownerReference to the job of that uid (as the operator claims its pods)."""
         response = self.call(
             f"list pods of {job}",
             lambda: self.core.list_namespaced_pod(
@@ -187,11 +199,17 @@ class KubeClient:
                 _request_timeout=self._timeout,
             ),
         )
-        return json.loads(response.data).get("items") or []
+        pods = json.loads(response.data).get("items") or []
+        if uid is None:
+            return pods
+        return [p for p in pods if any(
+            r.get("controller") and r.get("uid") == uid
+            for r in (p.get("metadata") or {}).get("ownerReferences") or [])]
 
-    def delete_pod(self, pod: str) -> bool:
+    def delete_pod(self, pod: str, uid: str | None = None) -> bool:
         """Delete a pod at once (no grace period: its processes get SIGKILL), as a fault does;
-        False when there is no such pod. The training operator creates it again."""
+        False when there is no such pod (or, with ``uid``, when the pod of that name is
+        another one). The training operator creates it again."""
 
         def delete() -> bool:
             try:
@@ -199,6 +217,10 @@ class KubeClient:
                     pod,
                     self.namespace,
                     grace_period_seconds=0,
+                    body=k8s.V1DeleteOptions(
+                        grace_period_seconds=0,
+                        preconditions=k8s.V1Preconditions(uid=uid) if uid else None,
+                    ),
                     _preload_content=False,
                     _request_timeout=self._timeout,
                 )
@@ -206,9 +228,28 @@ class KubeClient:
             except ApiException as exc:
                 if exc.status == 404 and _not_found_kind(exc) == "pods":
                     return False
+                if exc.status == 409 and uid:  # precondition: the pod of that name is another
+                    return False
                 raise
 
         return self.call(f"delete pods {pod}", delete)
+
+    def job_events(self, job: str, uid: str | None = None) -> list[dict[str, Any]]:
+        """The Events about the PyTorchJob (e.g. the operator's ``FailedCreatePod``)."""
+        selector = f"involvedObject.kind=PyTorchJob,involvedObject.name={job}"
+        if uid:
+            selector += f",involvedObject.uid={uid}"
+        response = self.call(
+            f"list events of {job}",
+            lambda: self.core.list_namespaced_event(
+                self.namespace,
+                field_selector=selector,
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            ),
+            attempts=min(3, self.opts.api_retries),
+        )
+        return json.loads(response.data).get("items") or []
 
     def pod_log(self, pod: str, tail_lines: int, previous: bool = False) -> str:
         """The last ``tail_lines`` lines of a pod's training container ('' when there are none)."""
@@ -264,14 +305,15 @@ class KubeClient:
 
     # -- files on the shared volume, through the API server's service proxy
     def proxy_get(self, path: str) -> bytes | None:
-        """GET ``path`` from the read-only file server; None when it is not there (404)."""
-        service = self.opts.files_service
+        """GET ``path`` from the read-only file server (``files_service`` in
+        ``files_namespace``); None when it is not there (404)."""
+        service, namespace = self.opts.files_service, self.opts.files_namespace
 
         def get() -> bytes | None:
             try:
                 response = self.core.connect_get_namespaced_service_proxy_with_path(
                     service,
-                    self.namespace,
+                    namespace,
                     path,
                     _preload_content=False,
                     _request_timeout=self._timeout,
@@ -282,7 +324,7 @@ class KubeClient:
                 raise
             return response.data
 
-        return self.call(f"get services/proxy {service}/{path}", get)
+        return self.call(f"get services/proxy {service}/{path}", get, namespace=namespace)
 
 
 def _not_found_kind(exc: ApiException) -> str | None:

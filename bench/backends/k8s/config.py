@@ -24,9 +24,17 @@ class K8sConfig(BackendConfig):
 
     _target_: str = "bench.backends.k8s.K8sBackend"
     name: str = "k8s"
+    # runPolicy.backoffLimit: the operator fails the job once the restarts of all its Running pods
+    # add up to it (kubeflow/trainer v1.9, pkg/core/job.go PastBackoffLimit), and one lost pod
+    # costs workers - 1 of them (every other replica fails its collective and restarts once), so
+    # 10 lets the study's demo (one deleted pod at 2, 4 or 6 workers) and a spare failure through.
+    backoff_limit: int = 10
     sample_interval_s: float = 15.0  # metrics.k8s.io; never faster than the API's own window
     poll_interval_s: float = 5.0
     timeout_s: float = 7200.0
+    # A trial whose pods are not all running this long (image pull, scheduling, admission) fails
+    # with the waiting reason and its fix.
+    start_timeout_s: float = 600.0
     namespace: str = "gnn-bench"  # where the PyTorchJobs run (k8s/ creates it)
     context: str | None = None  # kubeconfig context (None: the current one)
     kubeconfig: str | None = None  # None: $KUBECONFIG or ~/.kube/config; in a pod: in-cluster
@@ -44,6 +52,7 @@ class K8sConfig(BackendConfig):
     mount_path: str = "/mnt/bench"  # where every pod mounts it
     shm_size: str = "1Gi"  # /dev/shm (memory-backed emptyDir) for PyTorch
     files_service: str = "gnn-bench-files"  # read-only file server on the volume (k8s/base)
+    files_namespace: str = "gnn-bench-infra"  # its namespace (apart from the jobs': k8s/base)
     dry_run: bool = False  # write results/<sweep>/manifests/<trial>.yaml, contact no cluster
     keep_jobs: bool = False  # keep finished PyTorchJobs (and their pods) after collection
     clean_pod_policy: str = "None"  # runPolicy.cleanPodPolicy: None | Running | All
@@ -86,10 +95,35 @@ class K8sConfig(BackendConfig):
             raise ConfigError(f"backend.gpus={self.gpus} must be >= 0")
         if not str(self.mount_path).startswith("/"):
             raise ConfigError(f"backend.mount_path={self.mount_path} must be an absolute path")
+        if not _DNS_LABEL.match(self.files_namespace or ""):
+            raise ConfigError(f"backend.files_namespace={self.files_namespace} is not a valid "
+                              "namespace name (lowercase letters, digits and '-')")
+        if self.start_timeout_s <= 0:
+            raise ConfigError(f"backend.start_timeout_s={self.start_timeout_s} is invalid: it "
+                              "must be > 0 (e.g. backend.start_timeout_s=600)")
         positive("backend.api_retries", self.api_retries, "e.g. backend.api_retries=5")
         positive("backend.active_deadline_s", self.active_deadline_s, "or null", allow_none=True)
         if self.ttl_after_finished_s is not None and self.ttl_after_finished_s < 0:
             raise ConfigError("backend.ttl_after_finished_s must be >= 0 (or null)")
+
+
+    def check_fault_plan(self, workers: int, count: int) -> None:
+        """A planned fault demo the PyTorchJob's backoffLimit cannot survive is refused up front:
+        the operator fails the job once the sum of its Running pods' restarts reaches the limit
+        (a limit of 0 fails at the first), and each lost pod costs :func:`fault_cost`."""
+        cost = fault_cost(workers, count)
+        if cost >= max(1, self.backoff_limit):
+            raise ConfigError(
+                f"fault.count={count} at workers={workers} costs {cost} restarts, which the "
+                f"training operator counts against backend.backoff_limit={self.backoff_limit} "
+                f"(the job fails when they reach it): set backend.backoff_limit={cost + 1} or more")
+
+
+def fault_cost(workers: int, count: int) -> int:
+    """Restarts the training operator counts for ``count`` lost pods of a ``workers``-replica
+    PyTorchJob: each loss fails every other replica's collective, and the kubelet restarts each
+    of them in place once (the recreated pod starts with no restarts)."""
+    return count * (workers - 1)
 
 
 ConfigStore.instance().store(group="backend", name="k8s", node=K8sConfig)

@@ -146,7 +146,7 @@ def explain(
         return K8sError(
             f"service {details.get('name')!r} does not exist in namespace {namespace!r}: deploy "
             "the read-only file server with `kubectl apply -k k8s/base` "
-            "(or set backend.files_service)"
+            "(or set backend.files_service, backend.files_namespace)"
         )
     if status == 404 and details.get("kind") in (None, "") and PLURAL in what:
         return NotInstalled(

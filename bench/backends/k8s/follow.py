@@ -81,10 +81,38 @@ class PodInfo:
     name: str
     worker: str | None  # rank<n>
     phase: str
-    restarts: int
+    restarts: int  # of every container and init container (what the operator sums)
     running_since: float | None  # the training container's current start
     exit_code: int | None  # of the last termination, if any
-    reason: str | None  # of the last termination, if any
+    reason: str | None  # of the last termination, if any (OOMKilled, Error, Completed)
+    uid: str = ""
+    owner_uid: str | None = None  # the controller's (the PyTorchJob's) uid
+    deleting: bool = False
+    waiting: str | None = None  # "<container>: <reason>: <message>" of a container not started
+    unschedulable: str | None = None  # the scheduler's message while PodScheduled is False
+    memory_limit: str | None = None  # of the training container
+
+
+def _waiting(status: dict[str, Any]) -> str | None:
+    """Why a pod's containers have not started: the first init container not done, else the
+    first container waiting for more than its creation ("<container>: <reason>: <message>")."""
+    for c in status.get("initContainerStatuses") or []:
+        state = c.get("state") or {}
+        if (state.get("terminated") or {}).get("exitCode") == 0:
+            continue
+        wait = state.get("waiting") or {}
+        if wait.get("reason") not in (None, "", "PodInitializing", "ContainerCreating"):
+            message = " ".join(str(wait.get("message") or "").split())
+            return f"{c.get('name')}: {wait['reason']}" + (f": {message}" if message else "")
+        if state.get("running") or state.get("terminated"):
+            return f"{c.get('name')}: the init container has not finished (it waits for the master)"
+        return None
+    for c in status.get("containerStatuses") or []:
+        wait = (c.get("state") or {}).get("waiting") or {}
+        if wait.get("reason") not in (None, "", "PodInitializing", "ContainerCreating"):
+            message = " ".join(str(wait.get("message") or "").split())
+            return f"{c.get('name')}: {wait['reason']}" + (f": {message}" if message else "")
+    return None
 
 
 def pod_info(pod: dict[str, Any], job: str) -> PodInfo:
@@ -96,15 +124,31 @@ def pod_info(pod: dict[str, Any], job: str) -> PodInfo:
     terminated = (
         state.get("terminated") or (container.get("lastState") or {}).get("terminated") or {}
     )
-    name = (pod.get("metadata") or {}).get("name", "")
+    metadata = pod.get("metadata") or {}
+    name = metadata.get("name", "")
+    owner = next((r.get("uid") for r in metadata.get("ownerReferences") or []
+                  if r.get("controller")), None)
+    scheduled = next((c for c in status.get("conditions") or []
+                      if c.get("type") == "PodScheduled"), {})
+    spec_container = next((c for c in (pod.get("spec") or {}).get("containers") or []
+                           if c.get("name") == CONTAINER), {})
     return PodInfo(
         name=name,
         worker=worker_of_pod(name, job),
         phase=status.get("phase") or "Unknown",
-        restarts=int(container.get("restartCount") or 0),
+        restarts=sum(int(c.get("restartCount") or 0) for key in
+                     ("initContainerStatuses", "containerStatuses") for c in status.get(key) or []),
         running_since=parse_time((state.get("running") or {}).get("startedAt")),
         exit_code=terminated.get("exitCode"),
         reason=terminated.get("reason"),
+        uid=metadata.get("uid", ""),
+        owner_uid=owner,
+        deleting=bool(metadata.get("deletionTimestamp")),
+        waiting=_waiting(status),
+        unschedulable=(" ".join(str(scheduled.get("message") or "").split()) or "unschedulable")
+        if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
+        else None,
+        memory_limit=((spec_container.get("resources") or {}).get("limits") or {}).get("memory"),
     )
 
 
@@ -117,5 +161,21 @@ def all_running_at(pods: list[PodInfo], expected: int) -> float | None:
 
 
 def restarts(pods: list[PodInfo]) -> int:
-    """Restarts of the job: the most any replica was restarted (a group restart counts once)."""
-    return max((p.restarts for p in pods), default=0)
+    """Restarts of the job as the training operator counts them against ``backoffLimit``: the
+    restartCount of every container and init container, summed over the job's Running pods
+    (kubeflow/trainer v1.9, pkg/core/job.go PastBackoffLimit). One lost pod costs about one
+    restart of every other replica, so a fault at ``workers`` replicas costs ``workers - 1``."""
+    return sum(p.restarts for p in pods if p.phase == "Running")
+
+
+def oom_killed(pods: list[PodInfo]) -> PodInfo | None:
+    """A pod whose training container was killed for passing its memory limit."""
+    return next((p for p in pods if p.reason == "OOMKilled"), None)
+
+
+def not_started(pods: list[PodInfo], expected: int) -> list[PodInfo] | None:
+    """The pods that keep the job from running (None: all ``expected`` pods are up)."""
+    up = [p for p in pods if p.phase in ("Running", "Succeeded") and not p.deleting]
+    if len(up) >= expected:
+        return None
+    return [p for p in pods if p not in up]

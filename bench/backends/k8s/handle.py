@@ -5,6 +5,11 @@ finds one (same spec, not failed); ``poll`` reads its conditions and pods; ``col
 the pods' log tails, copies the event files from the shared volume and writes ``k8s.json``
 (job name, timestamps, per-pod restarts, problems); ``release`` deletes the job unless
 ``backend.keep_jobs``. ``sampler`` samples PodMetrics instead of local processes.
+
+The job's pods are those whose controller is the job's uid. ``restarts`` is what the training
+operator counts against ``backoffLimit`` (the sum over the job's Running pods), the largest
+seen. A trial ends at once when a worker is OOMKilled, and after ``backend.start_timeout_s``
+when its pods are still not running (image pull, scheduling, admission), with the reason.
 """
 
 from __future__ import annotations
@@ -75,6 +80,9 @@ class K8sHandle:
         self._deleted = False
         self._log_tails: dict[str, str] | None = None  # kept once the pods may be gone
         self._metrics: PodMetrics | None = None
+        self.uid: str | None = None  # the job's, once created or found
+        self._restarts = 0  # the largest restart sum the operator counted (follow.restarts)
+        self._pending_since: float | None = None  # since when not all pods are running
 
     # -- submission
     def start(self) -> None:
@@ -100,6 +108,7 @@ class K8sHandle:
             return self._attach(found, submitted_here=True)
         self.timestamps["submitted"] = self.submitted_at
         self.timestamps["created"] = follow.parse_time(created["metadata"].get("creationTimestamp"))
+        self.uid = created["metadata"].get("uid")
 
     def _why_not_follow(self, job: dict[str, Any]) -> str | None:
         """Why an existing job of this name must be replaced rather than followed (None: follow)."""
@@ -118,6 +127,7 @@ class K8sHandle:
 
     def _attach(self, job: dict[str, Any], submitted_here: bool = False) -> None:
         created = follow.parse_time((job.get("metadata") or {}).get("creationTimestamp"))
+        self.uid = (job.get("metadata") or {}).get("uid")
         self.reattached = not submitted_here
         self.submitted_at = self.submitted_at if submitted_here else (created or time.time())
         self.timestamps.update(submitted=self.submitted_at, created=created)
@@ -146,11 +156,12 @@ class K8sHandle:
             return self._last
         try:
             job = self.client.get_job(self.name)
-            pods = [follow.pod_info(p, self.name) for p in self.client.list_pods(self.name)]
+            pods = [follow.pod_info(p, self.name)
+                    for p in self.client.list_pods(self.name, self.uid)]
         except K8sError as exc:
             return self._on_poll_error(exc)
         self._failing_since = None
-        if job is None:
+        if job is None or (self.uid and (job.get("metadata") or {}).get("uid") != self.uid):
             return self._finish(JobState.FAILED, "the PyTorchJob was deleted outside the harness")
         self.pods = pods or self.pods
         if self.timestamps["all_running"] is None:
@@ -158,7 +169,15 @@ class K8sHandle:
                 pods, follow.expected_replicas(job)
             )
         state, reason = follow.job_state(job)
-        self._last = JobStatus(state, follow.restarts(self.pods), None, self.submitted_at)
+        self._restarts = max(self._restarts, follow.restarts(pods),
+                             sum(p.restarts for p in pods) if state.finished else 0)
+        self._last = JobStatus(state, self._restarts, None, self.submitted_at)
+        if not state.finished:
+            stuck = self._cannot_run(job, pods)
+            if stuck is not None:
+                self._log_tails = self._read_logs(self.opts.log_tail_lines)
+                self._delete()
+                return self._finish(JobState.FAILED, stuck)
         if state.finished:
             if state is JobState.FAILED:
                 reason = self._failure_reason(reason)
@@ -168,6 +187,59 @@ class K8sHandle:
                 follow.condition_time(job, "Succeeded") or follow.condition_time(job, "Failed"),
             )
         return self._last
+
+    def _cannot_run(self, job: dict[str, Any], pods: list[follow.PodInfo]) -> str | None:
+        """Why the trial must end now: a worker OOMKilled, or pods not running for longer than
+        ``backend.start_timeout_s`` (None: let it go on)."""
+        oom = follow.oom_killed(pods)
+        if oom is not None:
+            limit = oom.memory_limit or self.opts.memory_limit or self.opts.memory
+            return (f"{oom.worker or oom.name} (pod {oom.name}) was OOMKilled: its working set "
+                    f"(/dev/shm included) passed the memory limit of {limit}: raise "
+                    "backend.memory (and backend.memory_limit if set), e.g. "
+                    f"backend.memory={_doubled(limit)}")
+        waiting = follow.not_started(pods, follow.expected_replicas(job))
+        now = time.monotonic()
+        if waiting is None:
+            self._pending_since = None
+            return None
+        self._pending_since = self._pending_since or now
+        waited = now - self._pending_since
+        if waited < self.opts.start_timeout_s:
+            return None
+        within = f"for {waited:.0f} s (backend.start_timeout_s={self.opts.start_timeout_s:g})"
+        for pod in waiting:
+            if pod.unschedulable:
+                return (f"pod {pod.name} could not be scheduled {within}: {pod.unschedulable}: "
+                        "lower backend.cpu, backend.memory or backend.gpus, or add node "
+                        "capacity (a larger node pool, or cluster autoscaling)")
+        for pod in waiting:
+            if pod.waiting and any(r in pod.waiting for r in
+                                   ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+                                    "ErrImageNeverPull")):
+                return (f"pod {pod.name} cannot pull its image {within} ({pod.waiting}): push "
+                        f"the trainer image and set backend.image=<registry>/<image>:<tag> "
+                        f"(now {self.opts.image}; docs/gke.md, step 4)")
+        for pod in waiting:
+            if pod.waiting:
+                return (f"pod {pod.name} has not started {within}: {pod.waiting}: see "
+                        f"`kubectl -n {self.opts.namespace} describe pod {pod.name}`")
+        try:
+            events = self.client.job_events(self.name, self.uid)
+        except K8sError as exc:
+            events, self.problems = [], self.problems + [f"could not read events: {exc}"]
+        refused = [e for e in events if e.get("reason") == "FailedCreatePod"]
+        if refused:
+            message = " ".join(str(refused[-1].get("message") or "").split())
+            fix = ("make the pods pass the namespace's Pod Security level (its label "
+                   "pod-security.kubernetes.io/enforce) and install the operator with the "
+                   "compliant init container (`kubectl apply --server-side -k k8s/operator`)"
+                   if "PodSecurity" in message else
+                   f"see `kubectl -n {self.opts.namespace} describe pytorchjob {self.name}`")
+            return f"the cluster refused to create the job's pods {within}: {message}: {fix}"
+        missing = follow.expected_replicas(job) - len(pods)
+        return (f"{missing} of the job's pods were never created {within}: is the training "
+                "operator running? (`kubectl -n kubeflow get pods`; docs/gke.md, step 3)")
 
     def _on_poll_error(self, exc: K8sError) -> JobStatus:
         """A transient API failure keeps the last state for a while; others end the trial."""
@@ -253,10 +325,10 @@ class K8sHandle:
         if self._cancel_reason is not None or self._last.state.finished:
             return False
         pod = next((p for p in self.pods if p.worker == f"rank{rank}"), None)
-        if pod is None or pod.phase != "Running":
+        if pod is None or pod.phase != "Running" or pod.deleting:
             return False
         try:
-            deleted = self.client.delete_pod(pod.name)
+            deleted = self.client.delete_pod(pod.name, pod.uid or None)
         except K8sError as exc:
             problem = f"could not delete pod {pod.name} to inject a fault: {exc}"
             if problem not in self.problems:  # the injector tries again at every poll
@@ -285,7 +357,8 @@ class K8sHandle:
         """Each replica pod's log tail (and its previous container's, after a restart)."""
         tails: dict[str, str] = {}
         try:
-            pods = [follow.pod_info(p, self.name) for p in self.client.list_pods(self.name)]
+            pods = [follow.pod_info(p, self.name)
+                    for p in self.client.list_pods(self.name, self.uid)]
             for pod in sorted(pods, key=lambda p: int((p.worker or "rank0")[4:])):
                 if pod.restarts:
                     tails[f"{pod.name}.previous"] = self.client.pod_log(pod.name, tail_lines, True)
@@ -320,7 +393,9 @@ class K8sHandle:
             path,
             {
                 "job": self.name,
+                "uid": self.uid,
                 "namespace": self.opts.namespace,
+                "restarts": self._restarts,
                 "api_server": self.client.host,
                 "image": self.opts.image,
                 "reattached": self.reattached,
@@ -340,6 +415,14 @@ class K8sHandle:
                 + ([self._metrics.problem] if self._metrics and self._metrics.problem else []),
             },
         )
+
+
+def _doubled(quantity: str) -> str:
+    """A memory quantity twice as large, for the OOM message's example (``4Gi`` -> ``8Gi``)."""
+    import re
+
+    match = re.fullmatch(r"(\d+)([A-Za-z]*)", str(quantity))
+    return f"{int(match.group(1)) * 2}{match.group(2)}" if match else str(quantity)
 
 
 class DryRunHandle:
