@@ -145,7 +145,7 @@ def _run(case: Case, tmp: Path, data_root: Path, extra: list[str] | None = None)
     env.update(GNN_BENCH_DATA=str(data_root), HOME=str(tmp), GNN_BENCH_VERBOSE="0", **case.env)
     argv = [a.replace("{tmp}", str(tmp)) for a in case.argv]
     return subprocess.run([sys.executable, *argv[:2], *(extra or []), *argv[2:]], cwd=tmp, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)
 
 
 def _files(root: Path) -> set[str]:
