@@ -13,12 +13,10 @@ import json
 import random
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
-
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bench.backends.k8s.kinds import JobKind
