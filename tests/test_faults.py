@@ -21,7 +21,7 @@ from rundir import CheckpointInfo
 from trainer.config import ConfigError
 
 
-def sweep(args: list[str], data_root: Path, cwd: Path, timeout: float = 150) -> subprocess.CompletedProcess:
+def sweep(args: list[str], data_root: Path, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "GNN_BENCH_DATA": str(data_root)}
     return subprocess.run([sys.executable, "-m", "bench.sweep", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
