@@ -17,6 +17,7 @@ import yaml
 from fake_k8s import PROJECT_RUNTIME, FakeKube, kubeflow_dir
 from test_k8s_manifests import crd_errors, spec, strict
 
+import rundir
 from bench.backends.trainjob.config import TrainJobConfig
 from bench.backends.trainjob.manifests import trainjob, worker_of_pod
 from bench.config import compose, validate
@@ -90,9 +91,13 @@ def test_the_projects_runtime_passes_the_runtime_schema_and_sets_the_restart_bud
     assert node["name"] == "node" and node["template"]["spec"]["backoffLimit"] == 0
     pod = node["template"]["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["containers"][0]["name"] == "node"
-    # Permanent exit codes fail at once; everything else (signals 128+, 1, 200) is retried.
+    # Kubeflow's ExitCode rule: 1-127 fail at once, 128-255 (signals, 200) are retried.
     (rule,) = node["template"]["spec"]["podFailurePolicy"]["rules"]
-    assert rule["action"] == "FailJob" and set(rule["onExitCodes"]["values"]) <= set(range(1, 128))
+    codes = rule["onExitCodes"]
+    assert rule["action"] == "FailJob" and codes["operator"] == "NotIn"
+    assert codes["values"] == list(range(128, 256))  # sorted, as the API requires
+    assert [c for c in range(1, 256) if c not in codes["values"]] == [
+        c for c in range(1, 256) if not rundir.retryable(c)]
     assert "torch" in runtime["spec"]["mlPolicy"]
 
 

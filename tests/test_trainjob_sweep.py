@@ -97,7 +97,7 @@ def test_trainjob_results_have_the_fields_of_the_pytorchjob_backends(tj_sweep, v
 
     with FakeKube(volume, metrics_window_s=1.0) as fake:
         kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
-        out = run(sweep_cmd(*k8s_args(kubeconfig, "workers=1", "sweep_name=p")), tmp_path)
+        out = run(sweep_cmd(*k8s_args(kubeconfig, "workers=1", "sweep_name=p", "-m")), tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     (k8s,) = load_results(tmp_path / "res" / "p")
     trainjob = next(r for r in load_results(tj_sweep["dir"]) if r["workers"] == 1)
