@@ -41,7 +41,7 @@ BAD_VALUES = [
     ("workers=abc", "workers=abc is invalid"),
     ("backend=nope", "backend=nope is unknown"),
     ("dataset=nope", "dataset=nope is unknown"),
-    ("model.fanouts=[10,5]", "model.fanouts has 2 entries"),
+    ("model.fanouts=[10,5,3]", "model.fanouts has 3 entries"),
     ("train.batch_size=0", "train.batch_size=0 is invalid"),
     ("nokey=1", "nokey is not a config key"),
 ]
