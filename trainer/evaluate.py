@@ -17,7 +17,7 @@ from trainer.model import LinkModel
 _EVALUATOR: Evaluator | None = None
 
 
-def _evaluator() -> Evaluator:
+def evaluator() -> Evaluator:
     global _EVALUATOR
     if _EVALUATOR is None:
         _EVALUATOR = Evaluator(name="ogbl-citation2")
@@ -32,7 +32,7 @@ def link_metrics(pos: torch.Tensor, neg: torch.Tensor) -> dict[str, float]:
     (the study's column: it depends on where the logits sit around 0, which the ranking metrics
     ignore, so it can move against MRR between models).
     """
-    out = _evaluator().eval({"y_pred_pos": pos.float(), "y_pred_neg": neg.float()})
+    out = evaluator().eval({"y_pred_pos": pos.float(), "y_pred_neg": neg.float()})
     correct = (pos >= 0).sum() + (neg[:, 0] < 0).sum()
     rr = out["mrr_list"].double()
     return {

@@ -52,9 +52,9 @@ _CHUNK = 1024  # sources per sparse product
 
 def reciprocal_ranks(pos, neg) -> np.ndarray:
     """Per-source reciprocal rank by ogb's Evaluator for ogbl-citation2 (ties count half)."""
-    from trainer.evaluate import _evaluator
+    from trainer.evaluate import evaluator
 
-    out = _evaluator().eval({"y_pred_pos": pos.float(), "y_pred_neg": neg.float()})
+    out = evaluator().eval({"y_pred_pos": pos.float(), "y_pred_neg": neg.float()})
     return out["mrr_list"].numpy().astype(np.float64)
 
 
