@@ -207,3 +207,32 @@ def test_in_memory_graph_equals_the_loaded_one(tiny_graph) -> None:
     for split in ("valid", "test"):
         for key, value in tiny_graph.split[split].items():
             assert torch.equal(mem.split[split][key], value), (split, key)
+
+
+def test_the_feature_mlp_reference_learns_from_features(tiny_graph) -> None:
+    """The OGB example's feature-only MLP (a trained reference row of the calibration table):
+    one reciprocal rank per source, and well above random after a short training."""
+    rr = B.feature_mlp(tiny_graph, steps=60, batch_size=2048)
+    n_valid = tiny_graph.split["valid"]["source_node"].numel()
+    assert rr["valid"].shape == (n_valid,)
+    assert np.all((rr["valid"] > 0) & (rr["valid"] <= 1))
+    random = B.compute(tiny_graph)["random"]["valid"].mean()
+    assert rr["valid"].mean() > 2 * random
+
+
+def test_stats_prints_each_method_beside_citation2s_published_mrr(tiny_root) -> None:
+    import subprocess
+    import sys
+
+    from conftest import REPO, process_env
+
+    out = subprocess.run([sys.executable, "-m", "trainer.data", "stats", "dataset=tiny",
+                          f"data_root={tiny_root}"], cwd=REPO, env=process_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in out.stdout.splitlines()
+            if line.startswith("| test MRR: ")}
+    assert rows["test MRR: Adamic-Adar"].endswith(f"| {stats.CITATION2_TEST_MRR['adamic_adar']} |")
+    assert rows["test MRR: random"].endswith("| - |")  # no published counterpart
+    assert "| papers | 2,000 | 2,927,963 |" in out.stdout
+    assert "negatives: all rows valid by OGB's definition" in out.stdout
