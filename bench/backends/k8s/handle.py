@@ -189,8 +189,13 @@ class K8sHandle:
         return self._last
 
     def _cannot_run(self, job: dict[str, Any], pods: list[follow.PodInfo]) -> str | None:
-        """Why the trial must end now: a worker OOMKilled, or pods not running for longer than
-        ``backend.start_timeout_s`` (None: let it go on)."""
+        """Why the trial must end now: a worker failed permanently (the operator runs the pods
+        with restartPolicy OnFailure, whose restarts it counts against backoffLimit, so the
+        ExitCode rule is the harness's: see manifests), a worker OOMKilled, or pods not running
+        for longer than ``backend.start_timeout_s`` (None: let it go on)."""
+        permanent = follow.permanent_failure(pods)
+        if permanent is not None:
+            return permanent[1]
         oom = follow.oom_killed(pods)
         if oom is not None:
             limit = oom.memory_limit or self.opts.memory_limit or self.opts.memory
