@@ -84,7 +84,7 @@ class TrialResult:
     config_key: str | None = _field(None, "hash of what defines the trial's numbers (its resolved config "
                                  "less where results go and how the harness runs)")
     sweep_name: str | None = _field(None, "the sweep's folder under `results_dir`")
-    backend: str | None = _field(None, "`local` or `k8s`")
+    backend: str | None = _field(None, "`local`, `k8s`, `trainjob` or `container`")
     workers: int | None = _field(None, "processes of the job")
     epochs: int | None = _field(None, "epochs asked for")
     seed: int | None = _field(None, "the trial's seed")

@@ -206,11 +206,13 @@ def results(sweep_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def leftovers(work: Path) -> list[str]:
-    """Processes of the soak still running (their command line names its folder)."""
+    """Processes of the soak still running (their command line names its folder), but not
+    this one and what started it (e.g. a ``timeout`` around the soak)."""
+    mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if proc.pid != os.getpid() and str(work) in " ".join(proc.info["cmdline"] or []):
+            if proc.pid not in mine and str(work) in " ".join(proc.info["cmdline"] or []):
                 found.append(f"{proc.pid}: {' '.join(proc.info['cmdline'])[:120]}")
         except GONE:
             continue

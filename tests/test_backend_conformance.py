@@ -3,9 +3,11 @@
 One real trial per backend (``tiny``, 2 workers, 3 epochs, real trainers) is planned from a
 composed config, submitted, followed, hit by one fault, collected and released; a second one is
 cancelled while it runs. The backends: ``local`` (torchrun on this machine), ``k8s`` (a
-PyTorchJob on the fake API server of ``tests/fake_k8s``, whose replicas are local processes)
-and ``container`` (a podman container of the trainer image per worker; marked ``images`` and
-``slow``, skipped where the image is not built or no container can start).
+PyTorchJob on the fake API server of ``tests/fake_k8s``, whose replicas are local processes),
+``trainjob`` (a TrainJob on the same fake: Trainer v2.3, JobSet and the Job controller make its
+node pods, torchrun runs in each) and ``container`` (a podman container of the trainer image per
+worker; marked ``images`` and ``slow``, skipped where the image is not built or no container can
+start).
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ class Target:
 
 
 @pytest.fixture(scope="module", params=[
-    "local", "k8s", pytest.param("container", marks=[pytest.mark.images, pytest.mark.slow])])
+    "local", "k8s", "trainjob",
+    pytest.param("container", marks=[pytest.mark.images, pytest.mark.slow])])
 def target(request, tiny_root, tmp_path_factory):
     if request.param == "local":
         yield Target("local", ["backend=local", f"data_root={tiny_root}",
@@ -66,10 +69,12 @@ def target(request, tiny_root, tmp_path_factory):
     with FakeKube(volume, metrics_window_s=0.5) as fake:
         kubeconfig = fake.write_kubeconfig(volume.parent / f"{volume.name}.kubeconfig")
         # Any image but the config's default (which no registry has: docs/gke.md, step 4).
-        yield Target("k8s", ["backend=k8s", f"backend.kubeconfig={kubeconfig}",
-                             "backend.image=registry.example/gnn-bench/trainer:1",
-                             "backend.cpu=1", "backend.poll_interval_s=0.2",
-                             "backend.sample_interval_s=0.5", "backend.api_backoff_s=0.05"],
+        yield Target(request.param, [f"backend={request.param}",
+                                     f"backend.kubeconfig={kubeconfig}",
+                                     "backend.image=registry.example/gnn-bench/trainer:1",
+                                     "backend.cpu=1", "backend.poll_interval_s=0.2",
+                                     "backend.sample_interval_s=0.5",
+                                     "backend.api_backoff_s=0.05"],
                      fake)
 
 

@@ -126,11 +126,12 @@ def test_a_job_is_followed_to_succeeded_with_metrics_logs_and_event_files(
         stamps["first_step"] and stamps["first_epoch"] and stamps["finished"] >= stamps["created"]
     )
     assert {p["worker"] for p in record["pods"].values()} == {"rank0", "rank1"}
-    # Deleted after collection; every request allowed by k8s/base's Roles, and every rule used.
+    # Deleted after collection; every request allowed by k8s/base's Roles, and every rule of
+    # them used (the TrainJob Role's are the trainjob backend's: tests/test_trainjob_sweep.py).
     assert fake.cluster.records[handle.uid].deleting
     rules = {
         (g, r, v)
-        for namespace_rules in project_role_rules().values()
+        for namespace_rules in project_role_rules(trainjob=False).values()
         for rule in namespace_rules
         for g in rule["apiGroups"]
         for r in rule["resources"]

@@ -186,6 +186,7 @@ class PodRun:
     terminating_since: float | None = None
     kill_at: float | None = None
     metrics: dict[str, Any] | None = None
+    removed: bool = False  # the kubelet's final delete was sent
 
     def all(self) -> list[ContainerRun]:
         return self.inits + self.containers
@@ -344,6 +345,9 @@ class Kubelet:
             if c.state == "running":
                 self._ended(run, c, c.process.poll() if c.process else 137)
         self._write_status(pod, run)
+        if run.removed:
+            return  # asked once; a finalizer (e.g. a Job's) keeps the object a while
+        run.removed = True
         # The kubelet's final delete (grace 0): the API server removes the object.
         self.store.delete(PODS, run.namespace, run.name, {"gracePeriodSeconds": 0})
 
@@ -678,8 +682,11 @@ class Kubelet:
 
 
 def python_argv(argv: list[str]) -> list[str]:
+    """The image's ``python`` and ``torchrun`` (its console script) as this checkout's."""
     if argv and argv[0] in ("python", "python3"):
         return [sys.executable, *argv[1:]]
+    if argv and argv[0] == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", *argv[1:]]
     return argv
 
 

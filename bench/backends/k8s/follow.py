@@ -14,7 +14,7 @@ from typing import Any
 
 import rundir
 from bench.backends.base import JobState
-from bench.backends.k8s.manifests import CONTAINER, worker_of_pod
+from bench.backends.k8s.kinds import PYTORCHJOB, JobKind
 
 _ACTIVE = {
     "Restarting": JobState.RESTARTING,
@@ -118,10 +118,10 @@ def _waiting(status: dict[str, Any]) -> str | None:
     return None
 
 
-def pod_info(pod: dict[str, Any], job: str) -> PodInfo:
+def pod_info(pod: dict[str, Any], job: str, kind: JobKind = PYTORCHJOB) -> PodInfo:
     status = pod.get("status") or {}
     container = next(
-        (c for c in status.get("containerStatuses") or [] if c.get("name") == CONTAINER), {}
+        (c for c in status.get("containerStatuses") or [] if c.get("name") == kind.container), {}
     )
     state = container.get("state") or {}
     terminated = (
@@ -134,10 +134,10 @@ def pod_info(pod: dict[str, Any], job: str) -> PodInfo:
     scheduled = next((c for c in status.get("conditions") or []
                       if c.get("type") == "PodScheduled"), {})
     spec_container = next((c for c in (pod.get("spec") or {}).get("containers") or []
-                           if c.get("name") == CONTAINER), {})
+                           if c.get("name") == kind.container), {})
     return PodInfo(
         name=name,
-        worker=worker_of_pod(name, job),
+        worker=kind.worker(metadata, job),
         phase=status.get("phase") or "Unknown",
         restarts=sum(int(c.get("restartCount") or 0) for key in
                      ("initContainerStatuses", "containerStatuses") for c in status.get(key) or []),
