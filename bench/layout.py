@@ -5,18 +5,22 @@ The harness writes it (``bench/trial.py``), backends collect into it, the report
     results/<sweep>/
       manifests/<trial>.yaml   what a dry run would submit (backend=k8s backend.dry_run=true)
       <trial>/
+        .lock                  held by the harness running the trial (bench/owner.py)
         config.yaml            the resolved config, written first
         result.json            the trial's figures (bench/result.py), written last, atomically
         events/                the run's TensorBoard event files, collected from its run_dir
         summary.json           the trainer's final figures, collected from its run_dir
         resources.csv          t, worker, cpu_cores, rss_mib every backend.sample_interval_s
+        recoveries.json        restarts and resumes so far (bench/trial.py), kept across harnesses
         logs/workers.log       the workers' output (k8s: also logs/<pod>.log)
+        logs/failures/         the workers' failure records of the last attempt (local backend)
         run/                   the local backend's run_dir (rundir's layout)
         run_id                 the id of this clean start (names its run folder on a volume)
 """
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,28 @@ from rundir import atomic_write_text
 @dataclass(frozen=True)
 class TrialDir:
     path: Path
+
+    @property
+    def lock(self) -> Path:
+        return self.path / ".lock"
+
+    @property
+    def recoveries(self) -> Path:
+        return self.path / "recoveries.json"
+
+    @property
+    def failures(self) -> Path:
+        return self.logs / "failures"
+
+    def clear(self) -> None:
+        """Delete everything in the folder but its lock (whoever holds it keeps holding it)."""
+        for entry in self.path.iterdir() if self.path.is_dir() else ():
+            if entry == self.lock:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
     @property
     def config(self) -> Path:

@@ -61,6 +61,18 @@ class FaultRecord:
 
 
 @dataclass
+class Recovery:
+    """One time the trial went on after an interruption that was not injected by the harness
+    (see bench/trial.py): its worker group was restarted, or a harness resumed it after the
+    one running it stopped."""
+
+    at: float  # unix seconds, when the harness saw it
+    kind: str  # "restart" (the worker group) | "resume" (another harness run)
+    epoch: int  # epochs checkpointed at that moment: the trial went on from epoch + 1
+    detail: str  # the cause as far as it is known
+
+
+@dataclass
 class TrialResult:
     """One trial's ``result.json``. A trial fills every field; in a result read back, a field
     the file lacks is None (or empty), as the report treats a missing value."""
@@ -72,7 +84,7 @@ class TrialResult:
     config_key: str | None = _field(None, "hash of what defines the trial's numbers (its resolved config "
                                  "less where results go and how the harness runs)")
     sweep_name: str | None = _field(None, "the sweep's folder under `results_dir`")
-    backend: str | None = _field(None, "`local` or `k8s`")
+    backend: str | None = _field(None, "`local`, `k8s`, `trainjob` or `container`")
     workers: int | None = _field(None, "processes of the job")
     epochs: int | None = _field(None, "epochs asked for")
     seed: int | None = _field(None, "the trial's seed")
@@ -120,12 +132,16 @@ class TrialResult:
     cpu_cores_mean: float | None = _field(None, "the per-worker CPU means averaged over workers")
     memory_mib_mean: float | None = _field(None, "the per-worker memory means averaged over "
                                                  "workers")
-    restarts: int | None = _field(None, "restarts: locally the worker group's (the elastic "
-                                        "agent's count); on k8s what the training operator "
-                                        "counts, the container restarts summed over the job's "
-                                        "pods")
+    restarts: int | None = _field(None, "restarts: locally the worker group's (torchrun attempts "
+                                        "after the first, over every harness run of the trial); "
+                                        "on k8s what the training operator counts, the container "
+                                        "restarts summed over the job's pods; in containers the "
+                                        "harness's restarts of the trial's containers")
     faults: list[FaultRecord] = _field(doc="injected faults, one record each (see Faults)",
                                        factory=list)
+    recoveries: list[Recovery] = _field(doc="every restart of the worker group and every resume "
+                                            "by a later harness run, `{at, kind, epoch, detail}` "
+                                            "(see Faults)", factory=list)
     curves: dict[str, list[list[float]]] = _field(
         doc="per-epoch series `{tag: [[epoch, value], ...]}` of " + ", ".join(CURVE_TAGS),
         factory=dict)
@@ -177,10 +193,11 @@ def _typed(name: str, value: Any) -> Any:
     if name in ("cpu_cores", "memory_mib") and isinstance(value, dict):
         return {w: Usage(u.get("mean"), u.get("peak")) if isinstance(u, dict) else u
                 for w, u in value.items()}
-    if name == "faults" and isinstance(value, list):
-        names = {f.name for f in dataclasses.fields(FaultRecord)}
-        return [FaultRecord(**{k: v for k, v in r.items() if k in names})
-                if isinstance(r, dict) and names <= set(r) else r for r in value]
+    for key, record in (("faults", FaultRecord), ("recoveries", Recovery)):
+        if name == key and isinstance(value, list):
+            names = {f.name for f in dataclasses.fields(record)}
+            return [record(**{k: v for k, v in r.items() if k in names})
+                    if isinstance(r, dict) and names <= set(r) else r for r in value]
     return value
 
 

@@ -25,7 +25,6 @@ from omegaconf import DictConfig
 
 from bench.config import register_configs
 from bench.preflight import preflight
-from bench.trial import run_trial
 from trainer.config import ConfigError, fail, take_verbose_flag
 
 # How many trials the sweep runs, for "[i/N]"; it also reaches trials run in other processes
@@ -35,6 +34,8 @@ TOTAL_TRIALS_ENV = "GNN_BENCH_SWEEP_TRIALS"
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _trial(cfg: DictConfig) -> None:
+    from bench.trial import run_trial  # after the preflight: a refused sweep never loads it
+
     hydra_cfg = HydraConfig.get()
     index = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else 0
     run_trial(cfg, index, int(os.environ.get(TOTAL_TRIALS_ENV, 1)))

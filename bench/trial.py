@@ -2,11 +2,16 @@
 
 ``run_trial(cfg)`` is what the Hydra task function calls for each job of a sweep; it never
 raises for a failed trial (the failure is recorded in ``result.json``) so the sweep goes on.
+
+What happened to a trial besides the faults the harness injects is kept with it: every restart
+of its worker group (its cause as the backend knows it) and every resume by a later harness run
+after the one running it was interrupted (Ctrl-C, a timeout) or killed, in ``recoveries.json``
+as it happens and in ``result.json`` at the end.
 """
 
 from __future__ import annotations
 
-import shutil
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -18,25 +23,67 @@ from bench.config import Trial, split
 from bench.events import read_scalars
 from bench.faults import FaultInjector, injector_for
 from bench.layout import TrialDir
+from bench.owner import TrialLock
 from bench.progress import Progress
-from bench.result import CURVE_TAGS, TrialResult, Usage, env_info
+from bench.result import CURVE_TAGS, Recovery, TrialResult, Usage, env_info
 from bench.sampling import Sampler
 from bench.store import read_json
-from rundir import atomic_write_text
+from rundir import atomic_write_json, atomic_write_text
 
 
 def run_trial(cfg: DictConfig, index: int = 0, total: int = 1) -> TrialResult:
-    """Run (or skip) one trial and return its result (also written to result.json)."""
+    """Run (or skip) one trial and return its result (also written to result.json).
+
+    The trial is run by one harness at a time (bench/owner.py): its lock is taken before
+    anything of it starts; if another harness holds it, this one says so and waits for it.
+    """
     trial = split(cfg)
     folder = TrialDir(trial.trial_dir)
-    previous = read_json(folder.result)
+    label = f"[{index + 1}/{total}] {trial.trial_id}"
+    done = _succeeded(read_json(folder.result), trial)
+    if done is not None:
+        print(f"{label}: already succeeded, skipped (redo=true to re-run)", flush=True)
+        return done
+
+    def waiting(owner: str) -> None:
+        print(f"{label}: run by another harness ({owner}); waiting for it", flush=True)
+
+    with TrialLock.acquire(folder.lock, waiting) as lock:
+        previous = read_json(folder.result)
+        done = _succeeded(previous, trial)
+        if lock.waited_for and previous and previous.get("config_key") == trial.config_key and \
+                previous.get("status") in ("succeeded", "failed"):
+            done = TrialResult.from_json(previous)  # it ran to its end (redo or not): once is all
+        if done is not None:
+            print(f"{label}: {done.status} in the harness it waited for, skipped", flush=True)
+            return done
+        return _run_owned(trial, folder, index, total, resuming=lock.waited_for)
+
+
+def _succeeded(previous: dict | None, trial: Trial) -> TrialResult | None:
+    """The earlier result of the trial when it stands (succeeded, same config, no redo)."""
     if previous and previous.get("status") == "succeeded" and \
             previous.get("config_key") == trial.config_key and not trial.redo:
-        print(f"[{index + 1}/{total}] {trial.trial_id}: already succeeded, skipped "
-              "(redo=true to re-run)", flush=True)
         return TrialResult.from_json(previous)
+    return None
+
+
+def _run_owned(trial: Trial, folder: TrialDir, index: int, total: int,
+               resuming: str | None) -> TrialResult:
+    """Run the trial whose lock this process holds."""
+    previous = read_json(folder.result)
+    recoveries = _Recoveries(folder)
     if trial.redo or (previous and previous.get("status") != "cancelled"):
-        shutil.rmtree(folder.path, ignore_errors=True)  # a failed or redone trial starts clean
+        folder.clear()  # a failed or redone trial starts clean (its lock stays)
+        recoveries = _Recoveries(folder)
+        interrupted = None
+    elif previous:  # cancelled: Ctrl-C, a timeout, or a harness told to stop
+        interrupted = f"resumed after: {previous.get('reason') or 'cancelled'}"
+    elif folder.config.exists():  # started before, never finished: its harness was killed
+        owner = f" ({resuming})" if resuming else ""
+        interrupted = f"resumed after the harness running it{owner} stopped without a result"
+    else:
+        interrupted = None
     # An interrupted attempt (cancelled, or no result.json at all) left its run folder behind:
     # the trainer resumes from its checkpoint.
     folder.result.unlink(missing_ok=True)
@@ -51,11 +98,13 @@ def run_trial(cfg: DictConfig, index: int = 0, total: int = 1) -> TrialResult:
     injector: FaultInjector | None = None
     try:
         handle = backend.submit(spec)
+        if interrupted:
+            recoveries.add("resume", handle.progress().epoch, interrupted)
         sampler = handle.sampler(trial.backend.sample_interval_s)
         sampler.start()
         injector = injector_for(trial.fault, handle)
         status = wait(handle, spec.timeout_s, trial.backend.poll_interval_s,
-                      _polls(handle, progress, injector))
+                      _polls(handle, progress, injector, recoveries))
         if injector is not None:
             status = injector.explain(status, spec.backoff_limit)
     except KeyboardInterrupt:
@@ -63,21 +112,54 @@ def run_trial(cfg: DictConfig, index: int = 0, total: int = 1) -> TrialResult:
             handle.cancel("interrupted (Ctrl-C)")
         _stop(sampler, progress)
         finish(trial, spec, handle, JobStatus(JobState.CANCELLED, reason="interrupted (Ctrl-C)"),
-               sampler, injector)
+               sampler, injector, recoveries)
         raise
     except Exception as exc:  # the backend could not start the trial: record it, go on
         status = JobStatus(JobState.FAILED, reason=f"could not start: {exc}")
     _stop(sampler, progress)
-    result = finish(trial, spec, handle, status, sampler, injector)
+    result = finish(trial, spec, handle, status, sampler, injector, recoveries)
     print(result_line(result, index, total), flush=True)
     return result
 
 
-def _polls(handle: TrialHandle, progress: Progress,
-           injector: FaultInjector | None) -> Callable[[JobStatus], None]:
-    """The wait loop's callback: the fault injector when there is one, and the progress line."""
+class _Recoveries:
+    """The trial's restarts and resumes, kept in ``recoveries.json`` as they happen (so that a
+    later harness run of the trial still counts those of an earlier one)."""
+
+    def __init__(self, folder: TrialDir):
+        self.path = folder.recoveries
+        raw = (read_json(self.path) or {}).get("recoveries") or []
+        names = {f.name for f in dataclasses.fields(Recovery)}
+        self.items = [Recovery(**{k: r[k] for k in names}) for r in raw
+                      if isinstance(r, dict) and names <= set(r)]
+        self.restarts_seen = 0  # the handle's count in this harness run
+
+    def add(self, kind: str, epoch: int, detail: str) -> None:
+        self.items.append(Recovery(time.time(), kind, epoch, detail))
+        try:
+            atomic_write_json(self.path, {"recoveries": [dataclasses.asdict(r)
+                                                         for r in self.items]})
+        except OSError:  # a full disk: the result still gets them
+            pass
+
+    def saw(self, status: JobStatus, epoch: Callable[[], int]) -> None:
+        """Note each restart the handle reports."""
+        while status.restarts > self.restarts_seen:
+            self.restarts_seen += 1
+            self.add("restart", epoch(), status.reason or "the worker group was restarted")
+
+    @property
+    def restarts(self) -> int:
+        return sum(r.kind == "restart" for r in self.items)
+
+
+def _polls(handle: TrialHandle, progress: Progress, injector: FaultInjector | None,
+           recoveries: _Recoveries) -> Callable[[JobStatus], None]:
+    """The wait loop's callback: restarts noted, the fault injector when there is one, and the
+    progress line."""
 
     def on_poll(status: JobStatus) -> None:
+        recoveries.saw(status, lambda: handle.progress().epoch)
         if injector is not None:
             injector.on_poll(status)
         progress.update(status, handle.progress)
@@ -92,20 +174,36 @@ def _stop(sampler: Sampler | None, progress: Progress) -> None:
 
 
 def finish(trial: Trial, spec: TrialSpec, handle: TrialHandle | None, status: JobStatus,
-           sampler: Sampler | None, injector: FaultInjector | None = None) -> TrialResult:
-    """Collect the trial's files, release its backend objects, and write result.json."""
+           sampler: Sampler | None, injector: FaultInjector | None = None,
+           recoveries: _Recoveries | None = None) -> TrialResult:
+    """Collect the trial's files, release its backend objects, and write result.json.
+
+    A disk that is full (or gone) does not stop the sweep: what could not be copied or written
+    is said on one line, and the trial's reason stays the real one."""
+    problems = []
     if handle is not None:
-        handle.collect(spec.trial_dir)
+        if recoveries is not None:
+            recoveries.saw(status, lambda: handle.progress().epoch)
+        try:
+            handle.collect(spec.trial_dir)
+        except OSError as exc:
+            problems.append(f"its files could not be collected ({exc})")
         handle.release()
     result = collect(trial, spec, status, sampler, injector,
-                     None if handle is None else handle.logs)
-    result.write(spec.trial_dir)
+                     None if handle is None else handle.logs, recoveries)
+    try:
+        result.write(spec.trial_dir)
+    except OSError as exc:
+        problems.append(f"result.json could not be written ({exc})")
+    if problems:
+        print(f"{trial.trial_id}: " + "; ".join(problems), flush=True)
     return result
 
 
 def collect(trial: Trial, spec: TrialSpec, status: JobStatus, sampler: Sampler | None,
             injector: FaultInjector | None = None,
-            logs: Callable[[int], str] | None = None) -> TrialResult:
+            logs: Callable[[int], str] | None = None,
+            recoveries: _Recoveries | None = None) -> TrialResult:
     """Times, resources and metrics of a finished trial, from the files collected into its
     folder."""
     folder = TrialDir(spec.trial_dir)
@@ -113,7 +211,10 @@ def collect(trial: Trial, spec: TrialSpec, status: JobStatus, sampler: Sampler |
     summary = read_json(folder.summary) or {}
     usage = sampler.summary() if sampler else {}
     if sampler:
-        sampler.write_csv(folder.resources)
+        try:
+            sampler.write_csv(folder.resources)
+        except OSError:
+            pass  # finish() says when the disk is full
     succeeded = status.state is JobState.SUCCEEDED
     reason = status.reason
     if succeeded and scalars.last("val/mrr") is None:
@@ -168,8 +269,10 @@ def collect(trial: Trial, spec: TrialSpec, status: JobStatus, sampler: Sampler |
         memory_mib=mem,
         cpu_cores_mean=_mean([c.mean for c in cpu.values()]),
         memory_mib_mean=_mean([m.mean for m in mem.values()]),
-        restarts=max(status.restarts, int(summary.get("restart_count") or 0)),
+        restarts=max(status.restarts, int(summary.get("restart_count") or 0),
+                     recoveries.restarts if recoveries is not None else 0),
         faults=injector.records(scalars) if injector is not None else [],
+        recoveries=list(recoveries.items) if recoveries is not None else [],
         curves={t: [[p.step, p.value] for p in scalars.series.get(t, [])] for t in CURVE_TAGS},
         event_problems=scalars.problems,
         log_tail=None if succeeded or logs is None else logs(100),

@@ -1,4 +1,4 @@
-# TensorBoard over the shared volume (k8s/base/tensorboard.yaml passes --logdir).
+# TensorBoard over the shared volume (k8s/base/infra/tensorboard.yaml passes --logdir).
 #   make images                                   # both images, with docker or podman (build-images.sh)
 #   docker build -f docker/tensorboard.Dockerfile -t gnn-bench/tensorboard docker/
 # BASE_IMAGE: a Python 3.11 image with pip (see trainer.Dockerfile).

@@ -15,6 +15,10 @@ Paths are relative (POSIX) strings, so that ``Path(run_dir) / EVENTS`` and
 ``f"{volume_dir}/{EVENTS}"`` name the same file. Every file here is written atomically (see
 :func:`atomic_write_bytes`): a reader, or a crash at any moment, sees the previous complete
 file or the new complete file, never a partial one.
+
+Also here, because the worker and whoever restarts it must agree on them: the trainer's exit
+codes, the rule that says which of them a restart can fix (:func:`retryable`), and the
+:class:`FailureRecord` a worker leaves where :data:`FAILURE_FILE_ENV` says before it exits.
 """
 
 from __future__ import annotations
@@ -102,11 +106,18 @@ def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Non
 
     The bytes go to a hidden temporary file in the target's directory, are flushed and fsynced,
     and the file is renamed onto the target with ``os.replace``. On any exception the temporary
-    file is removed, the target is left untouched, and the exception is re-raised.
+    file is removed, the target is left untouched, and the exception is re-raised; an OSError
+    with an errno that names no file (a write to a full disk) is given the target's path.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                        dir=target.parent)
+    except OSError as exc:
+        if exc.errno is not None and exc.filename is None:
+            exc.filename = str(target)
+        raise
     try:
         with os.fdopen(fd, "wb") as tmp_file:
             write(tmp_file)
@@ -114,11 +125,13 @@ def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Non
             os.fchmod(tmp_file.fileno(), _FILE_MODE)
             os.fsync(tmp_file.fileno())
         os.replace(tmp_name, target)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp_name)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            exc.filename = str(target)  # a full disk's ENOSPC names no file of its own
         raise
     _fsync_directory(target.parent)
 
@@ -157,3 +170,112 @@ def atomic_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Non
     """Copy the contents of file ``src`` to ``dst`` atomically (``dst`` is whole or untouched)."""
     with open(src, "rb") as src_file:
         _atomic_write(dst, lambda tmp_file: shutil.copyfileobj(src_file, tmp_file))
+
+
+# ------------------------------------------------------------------ exit codes and failures
+
+# The trainer's exit codes. Kubeflow's rule for `restartPolicy: ExitCode` (training-operator
+# v1.9, pkg/apis/kubeflow.org/v1/common_types.go and pkg/util/train IsRetryableExitCode): 1-127
+# are permanent (the pod is not restarted, the job fails), 128-255 retryable (128 + n is what a
+# process killed by signal n reports, e.g. SIGKILL 137). Every backend applies the same rule.
+EXIT_ERROR = 1  # an unexpected error (a bug): a restart runs into it again
+EXIT_CONFIG = 2  # a bad configuration value
+EXIT_DATA = 3  # a missing or damaged dataset or checkpoint
+EXIT_ENVIRONMENT = 4  # the machine: no space left, a read-only or forbidden path, out of memory
+EXIT_RETRY = 200  # the job's communication failed (a peer died, the rendezvous did not answer)
+
+KINDS = {EXIT_ERROR: "error", EXIT_CONFIG: "config", EXIT_DATA: "data",
+         EXIT_ENVIRONMENT: "environment", EXIT_RETRY: "distributed"}
+
+
+def retryable(code: int) -> bool:
+    """Whether restarting can fix a worker that exited with ``code`` (0: it did not fail).
+
+    Kubeflow's ExitCode rule; a negative code is how Python's ``Popen`` reports death by a
+    signal (-9: SIGKILL), which a container runtime reports as 128 + 9.
+    """
+    return code >= 128 or code < 0
+
+
+# Where a worker writes its FailureRecord before it exits: a path in which "{rank}" stands for
+# the worker's rank. The local backend gives each attempt a folder of its own; on Kubernetes it
+# is the container's terminationMessagePath (/dev/termination-log), which the kubelet copies
+# into the pod's status (state.terminated.message), readable even when the volume is full.
+FAILURE_FILE_ENV = "GNN_BENCH_FAILURE_FILE"
+# Bytes reserved for a record (the kubelet keeps at most 4096 of a termination message).
+FAILURE_RECORD_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    """Why a worker gave up: its exit code, the kind of problem, its one ``error:`` line."""
+
+    code: int
+    kind: str  # KINDS[code]: config | data | environment | error | distributed
+    error: str  # the line the worker printed after "error: ", naming the problem and the fix
+    rank: int = 0
+    at: float = 0.0  # unix seconds
+
+    @property
+    def retryable(self) -> bool:
+        return retryable(self.code)
+
+    def to_bytes(self) -> bytes:
+        """One line of JSON, never longer than FAILURE_RECORD_BYTES (the error is shortened)."""
+        record = asdict(self)
+        data = json.dumps(record).encode()
+        if len(data) > FAILURE_RECORD_BYTES:
+            keep = len(self.error.encode()) - (len(data) - FAILURE_RECORD_BYTES) - 16
+            record["error"] = self.error.encode()[:max(0, keep)].decode(errors="ignore") + " ..."
+            data = json.dumps(record).encode()
+        return data
+
+    @classmethod
+    def parse(cls, data: bytes | str | None) -> FailureRecord | None:
+        """From a record's bytes; None when there is none (an empty or reserved file, or text
+        that is not a record, such as a termination message the kubelet took from the log)."""
+        try:
+            raw = json.loads(data or b"null")
+            return cls(int(raw["code"]), str(raw["kind"]), str(raw["error"]),
+                       int(raw.get("rank", 0)), float(raw.get("at", 0.0)))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> FailureRecord | None:
+        try:
+            return cls.parse(Path(path).read_bytes())
+        except OSError:
+            return None
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """Write the record over ``path`` in place, within the bytes :func:`reserve_record`
+        set aside there, so that it needs no new space: a worker that failed because its disk
+        is full can still say so. Not atomic: it is read once the worker has exited."""
+        data = self.to_bytes()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, _FILE_MODE)  # no O_TRUNC: keep the blocks
+        try:
+            size = os.fstat(fd).st_size
+            os.pwrite(fd, data.ljust(size, b" "), 0)  # JSON ignores the padding
+            if size > len(data):
+                os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
+
+
+def failure_path(rank: int, environ: dict[str, str] | None = None) -> Path | None:
+    """Where the worker of ``rank`` writes its record (None: nobody asked for one)."""
+    template = (os.environ if environ is None else environ).get(FAILURE_FILE_ENV)
+    return Path(template.replace("{rank}", str(rank))) if template else None
+
+
+def reserve_record(path: str | os.PathLike[str]) -> None:
+    """Create ``path`` with FAILURE_RECORD_BYTES of blank space allocated on its disk (where
+    the filesystem can allocate ahead; elsewhere just the file)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+    try:
+        os.write(fd, b" " * FAILURE_RECORD_BYTES)
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -21,6 +21,9 @@ import pytest
 from fake_k8s import LAUNCHER_VARS
 
 REPO = Path(__file__).resolve().parent.parent
+# How long a process may take before a test calls it hung: only a guard against hangs, never a
+# measurement (tests hold on a machine kept busy by other work; see README, Development).
+HANG_S = 600.0
 
 
 
@@ -60,7 +63,7 @@ class Proc:
     seconds: float
 
 
-def run_cmd(args: list[str], timeout: float = 60, env: dict[str, str] | None = None,
+def run_cmd(args: list[str], timeout: float = HANG_S, env: dict[str, str] | None = None,
             cwd: Path | None = None) -> Proc:
     """Run a command to completion (killing it on timeout, which then fails the test)."""
     started = time.monotonic()
@@ -77,14 +80,14 @@ def run_cmd(args: list[str], timeout: float = 60, env: dict[str, str] | None = N
     return Proc(proc.returncode, out, err, time.monotonic() - started)
 
 
-def torchrun(args: list[str], nproc: int = 2, timeout: float = 60, **env: str) -> Proc:
+def torchrun(args: list[str], nproc: int = 2, timeout: float = HANG_S, **env: str) -> Proc:
     """``torchrun --standalone --nproc-per-node <nproc> <args>`` (the venv's torchrun)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc-per-node={nproc}", *args]
     return run_cmd(cmd, timeout=timeout, env=process_env(**env))
 
 
-def run_ranks(script: Path, args: list[str], world: int = 2, timeout: float = 60) -> list[Proc]:
+def run_ranks(script: Path, args: list[str], world: int = 2, timeout: float = HANG_S) -> list[Proc]:
     """Start ``python script args`` once per rank with torchrun's environment (gloo, loopback)."""
     port = str(free_port())
     procs = []
@@ -235,3 +238,24 @@ def no_launcher_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process Trainers must run alone (world size 1) whatever started pytest."""
     for name in LAUNCHER_VARS:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path):
+    """``small_disk("300k")``: a folder on a tmpfs of that size, unmounted after the test (root
+    only: skipped where mounting is not allowed)."""
+    mounts: list[Path] = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"disk-{len(mounts)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                               str(folder)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounts.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounts:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -2,15 +2,21 @@
 
 One real trial per backend (``tiny``, 2 workers, 3 epochs, real trainers) is planned from a
 composed config, submitted, followed, hit by one fault, collected and released; a second one is
-cancelled while it runs. The backends: ``local`` (torchrun on this machine) and ``k8s`` (a
-PyTorchJob on the fake API server of ``tests/fake_k8s``, whose replicas are local processes).
+cancelled while it runs. The backends: ``local`` (torchrun on this machine), ``k8s`` (a
+PyTorchJob on the fake API server of ``tests/fake_k8s``, whose replicas are local processes),
+``trainjob`` (a TrainJob on the same fake: Trainer v2.3, JobSet and the Job controller make its
+node pods, torchrun runs in each) and ``container`` (a podman container of the trainer image per
+worker; marked ``images`` and ``slow``, skipped where the image is not built or no container can
+start).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +40,7 @@ class Target:
     name: str
     overrides: list[str]
     fake: FakeKube | None = None
+    leftovers: Callable[[], list[str]] | None = None  # what the backend still holds, by name
 
     def submit(self, tmp: Path, *extra: str) -> tuple[TrialSpec, TrialHandle]:
         cfg = compose(["dataset=tiny", "workers=2", f"epochs={EPOCHS}", "sweep_name=c",
@@ -46,22 +53,55 @@ class Target:
         return spec, backend.submit(spec)
 
 
-@pytest.fixture(scope="module", params=["local", "k8s"])
+@pytest.fixture(scope="module", params=[
+    "local", "k8s", "trainjob",
+    pytest.param("container", marks=[pytest.mark.images, pytest.mark.slow])])
 def target(request, tiny_root, tmp_path_factory):
     if request.param == "local":
         yield Target("local", ["backend=local", f"data_root={tiny_root}",
                                "backend.poll_interval_s=0.2"])
+        return
+    if request.param == "container":
+        yield container_target(tiny_root, tmp_path_factory)
         return
     volume = tmp_path_factory.mktemp("volume")
     shutil.copytree(tiny_root, volume / "datasets")  # the dataset, prepared on the volume
     with FakeKube(volume, metrics_window_s=0.5) as fake:
         kubeconfig = fake.write_kubeconfig(volume.parent / f"{volume.name}.kubeconfig")
         # Any image but the config's default (which no registry has: docs/gke.md, step 4).
-        yield Target("k8s", ["backend=k8s", f"backend.kubeconfig={kubeconfig}",
-                             "backend.image=registry.example/gnn-bench/trainer:1",
-                             "backend.cpu=1", "backend.poll_interval_s=0.2",
-                             "backend.sample_interval_s=0.5", "backend.api_backoff_s=0.05"],
+        yield Target(request.param, [f"backend={request.param}",
+                                     f"backend.kubeconfig={kubeconfig}",
+                                     "backend.image=registry.example/gnn-bench/trainer:1",
+                                     "backend.cpu=1", "backend.poll_interval_s=0.2",
+                                     "backend.sample_interval_s=0.5",
+                                     "backend.api_backoff_s=0.05"],
                      fake)
+
+
+def container_target(tiny_root, tmp_path_factory) -> Target:
+    """Podman with the built trainer image; the dataset in a folder the containers' user can
+    read (pytest's own temporary folders are private to root)."""
+    from bench.backends.container.config import ContainerConfig
+    from bench.backends.container.engine import Engine
+    from bench.backends.container.handle import usable_engine
+    from trainer.config import ConfigError
+
+    try:
+        engine: Engine = usable_engine(ContainerConfig())
+    except ConfigError as exc:
+        pytest.skip(f"no container can start here: {exc}")
+    data = tmp_path_factory.mktemp("container-data")
+    shutil.copytree(tiny_root, data, dirs_exist_ok=True)
+    os.chmod(data, 0o755)
+
+    def leftovers() -> list[str]:
+        labelled = "label=gnn-bench.sweep=c"
+        names = engine("ps", "--all", "--format", "{{.Names}}", "--filter", labelled).stdout
+        networks = engine("network", "ls", "--format", "{{.Name}}", "--filter", labelled).stdout
+        return (names + networks).split()
+
+    return Target("container", ["backend=container", f"data_root={data}",
+                                "backend.poll_interval_s=0.2"], leftovers=leftovers)
 
 
 @dataclass
@@ -137,6 +177,8 @@ def test_a_finished_trial_has_no_worker_to_kill_and_is_released(finished, target
     assert finished.kill_after is False
     if target.fake is not None:  # the job (and by garbage collection its pods) is deleted
         assert all(job.deleting for job in target.fake.cluster.history)
+    if target.leftovers is not None:  # the containers and the trial's network are removed
+        assert target.leftovers() == []
 
 
 def test_cancel_stops_a_running_trial(target, tmp_path):
@@ -150,3 +192,5 @@ def test_cancel_stops_a_running_trial(target, tmp_path):
     assert handle.kill_worker(0) is False  # nothing left running
     handle.collect(spec.trial_dir)
     handle.release()
+    if target.leftovers is not None:
+        assert target.leftovers() == []

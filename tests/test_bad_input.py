@@ -90,7 +90,7 @@ CASES = [
          "epochs=-1 is invalid: it must be >= 1 (e.g. epochs=10) (trial dataset=tiny epochs=-1 "
          "results_dir=res workers=1)"),
     Case("workers-not-a-number", [*SWEEP, "workers=abc"], "workers=abc is invalid: it must be of type"),
-    Case("unknown-backend", [*SWEEP, "backend=nope"], "backend=nope is unknown: use one of k8s, local"),
+    Case("unknown-backend", [*SWEEP, "backend=nope"], "backend=nope is unknown: use one of container, k8s, local, trainjob"),
     Case("unknown-dataset", [*SWEEP, "dataset=nope"], "dataset=nope is unknown: use one of"),
     Case("misspelt-key", [*SWEEP, "wokers=2"], "wokers is not a config key: check the spelling"),
     Case("override-syntax", [*SWEEP, "workers=[1,"], "cannot parse workers=[1,"),
@@ -151,7 +151,7 @@ def _run(case: Case, tmp: Path, data_root: Path, extra: list[str] | None = None)
     env.update(GNN_BENCH_DATA=str(data_root), HOME=str(tmp), GNN_BENCH_VERBOSE="0", **case.env)
     argv = [a.replace("{tmp}", str(tmp)) for a in case.argv]
     return subprocess.run([sys.executable, *argv[:2], *(extra or []), *argv[2:]], cwd=tmp, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)
 
 
 def _files(root: Path) -> set[str]:

@@ -21,7 +21,7 @@ from rundir import CheckpointInfo
 from trainer.config import ConfigError
 
 
-def sweep(args: list[str], data_root: Path, cwd: Path, timeout: float = 150) -> subprocess.CompletedProcess:
+def sweep(args: list[str], data_root: Path, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "GNN_BENCH_DATA": str(data_root)}
     return subprocess.run([sys.executable, "-m", "bench.sweep", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -181,7 +181,9 @@ def test_one_killed_worker_recovers_and_matches_its_fault_free_twin(tmp_path, ti
     assert faulty["restarts"] == 1 and twin["restarts"] == 0
     assert [s for s, _ in faulty["curves"]["val/mrr"]] == [1, 2, 3, 4, 5, 6]
     assert abs(faulty["val_mrr"] - twin["val_mrr"]) <= 0.02
-    assert faulty["time_total_s"] > twin["time_total_s"]
+    # The restart is recorded with its cause (the survivor's, or that no record was left).
+    (restart,) = faulty["recoveries"]
+    assert restart["kind"] == "restart" and restart["epoch"] >= 3 and restart["detail"]
 
 
 @pytest.mark.slow  # ~60 s: three restarts of the group

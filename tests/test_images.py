@@ -43,7 +43,7 @@ BUILD_SCRIPT = REPO / "docker" / "build-images.sh"
 # WORLD_SIZE = all replicas, RANK (Worker i: i + 1), PET_NODE_RANK, PET_NNODES and
 # PYTHONUNBUFFERED=1.
 OPERATOR_PORT = 23456
-UID = 1000  # the images' user, and the owner of the volume's folders (k8s/base/nfs-server.yaml)
+UID = 1000  # the images' user, and the owner of the volume's folders (k8s/base/infra/nfs-server.yaml)
 WAIT_S = 900  # generous: two cores shared with other work
 
 
@@ -359,7 +359,7 @@ def test_two_replica_containers_train_over_their_network_as_torchrun_does(traine
 def test_tensorboard_serves_the_runs_on_the_volume_to_this_test_only(engine, built, volume, trained):
     from bench.events import read_scalars
 
-    deployment = next(d for d in yaml.safe_load_all((REPO / "k8s" / "base" / "tensorboard.yaml").read_text())
+    deployment = next(d for d in yaml.safe_load_all((REPO / "k8s" / "base" / "infra" / "tensorboard.yaml").read_text())
                       if d["kind"] == "Deployment")  # fmt: skip
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]

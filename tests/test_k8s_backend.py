@@ -126,11 +126,12 @@ def test_a_job_is_followed_to_succeeded_with_metrics_logs_and_event_files(
         stamps["first_step"] and stamps["first_epoch"] and stamps["finished"] >= stamps["created"]
     )
     assert {p["worker"] for p in record["pods"].values()} == {"rank0", "rank1"}
-    # Deleted after collection; every request allowed by k8s/base's Roles, and every rule used.
+    # Deleted after collection; every request allowed by k8s/base's Roles, and every rule of
+    # them used (the TrainJob Role's are the trainjob backend's: tests/test_trainjob_sweep.py).
     assert fake.cluster.records[handle.uid].deleting
     rules = {
         (g, r, v)
-        for namespace_rules in project_role_rules().values()
+        for namespace_rules in project_role_rules(trainjob=False).values()
         for rule in namespace_rules
         for g in rule["apiGroups"]
         for r in rule["resources"]
@@ -148,8 +149,9 @@ def test_keep_jobs_leaves_the_job(fake, kubeconfig, tmp_path):
     assert fake.cluster.job(handle.name) is not None
 
 
-def test_a_failing_trainer_is_restarted_then_failed_with_its_own_error(fake, kubeconfig, tmp_path):
-    fake.cluster.replica_env.update(STUB_EXIT="3", STUB_SECONDS="0.2")
+def test_a_retryable_failure_is_restarted_then_failed_with_its_own_error(fake, kubeconfig,
+                                                                         tmp_path):
+    fake.cluster.replica_env.update(STUB_EXIT="200", STUB_SECONDS="0.2")  # the group broke
     spec = make_spec(tmp_path, kubeconfig, workers=1)
     spec.backend.backoff_limit = 1
     handle = K8sBackend(spec.backend).submit(spec)
@@ -160,6 +162,30 @@ def test_a_failing_trainer_is_restarted_then_failed_with_its_own_error(fake, kub
     collect(handle, tmp_path / "out")
     assert (tmp_path / "out" / "logs" / f"{handle.name}-master-0.previous.log").exists()
     assert "error: the stub was told to fail" in handle.logs(10)
+
+
+@pytest.mark.parametrize("record", [True, False], ids=["its record", "the log's tail"])
+def test_a_permanent_failure_ends_the_trial_without_waiting_out_the_backoff_limit(
+    fake, kubeconfig, tmp_path, record
+):
+    """Exit 3 (data) is permanent under the ExitCode rule: the harness deletes the job as soon
+    as it sees it, with the trainer's line, from the failure record the kubelet copied into the
+    pod's status, or (no record) from the log tail FallbackToLogsOnError put there. The
+    kubelet's first in-place restart is immediate, so one may start before the harness looks;
+    backend.backoff_limit=6 would allow 6 and their back-offs (10+20+40+80+160 s, scaled)."""
+    fake.cluster.replica_env.update(STUB_EXIT="3", STUB_SECONDS="0.2",
+                                    STUB_RECORD="1" if record else "0")
+    spec = make_spec(tmp_path, kubeconfig, workers=2, backoff_limit=6)
+    handle = K8sBackend(spec.backend).submit(spec)
+    status = wait(handle, 30, 0.1)
+    assert status.state is JobState.FAILED and status.restarts <= 2, status  # one per pod at most
+    if record:
+        assert status.reason == "the stub was told to fail (its record)"
+    else:
+        assert status.reason.endswith(" exited with code 3, which no restart can fix: the stub was "
+                                      "told to fail"), status.reason
+    assert fake.cluster.records[handle.uid].deleting  # the harness ended it, not the operator
+    collect(handle, tmp_path / "out")
 
 
 def test_without_metrics_server_the_trial_completes_and_says_so(tmp_path):

@@ -488,7 +488,7 @@ def test_notebook_executes_on_a_sweep(scaling_sweep, tmp_path, monkeypatch):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(
         nb,
-        timeout=180,
+        timeout=900,
         kernel_name="python3",
         resources={"metadata": {"path": str(REPO / "notebooks")}},
     )
@@ -515,7 +515,7 @@ def test_a_real_multirun_ends_with_the_whole_report(tmp_path, tiny_root):
         env=env,
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=900,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     sweep = tmp_path / "res" / "x"
@@ -536,7 +536,7 @@ def test_a_real_multirun_ends_with_the_whole_report(tmp_path, tiny_root):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert (tmp_path / "again" / "table.md").read_text() == (sweep / "table.md").read_text()

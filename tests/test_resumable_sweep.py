@@ -1,5 +1,7 @@
-"""The harness itself dies (SIGKILL of `python -m bench.sweep`) and the same command is run again:
-the sweep ends with exactly one complete result per trial, wherever the kill came."""
+"""The harness itself dies (SIGKILL of `python -m bench.sweep`) and the same command is run again
+at once: the sweep ends with exactly one complete result per trial, wherever the kill came; the
+dead harness's lock is taken over and its job stopped, and the trial it was running records
+that it was resumed."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from bench.owner import held
 
 ARGS = ["dataset=tiny", "workers=1,2", "epochs=2", "sweep_name=r", "results_dir=res", "-m"]
 
@@ -61,12 +65,14 @@ def test_rerunning_after_the_harness_was_killed_completes_every_trial_once(point
         proc.wait(timeout=10)
         killed_result = first("*/result.json", sweep_dir)
         before = killed_result.read_text() if killed_result else None
+        assert not any(held(lock) for lock in sweep_dir.glob("*/.lock"))  # died with it
 
         out = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=150)
+                             timeout=900)
         assert out.returncode == 0, out.stdout + out.stderr
+        assert _stray(tmp_path) == []  # the killed harness's job was stopped, none is left
     finally:
-        for stray in _stray(tmp_path):  # the killed harness's torchrun outlives it
+        for stray in _stray(tmp_path):
             stray.kill()
 
     trials = sorted(d for d in sweep_dir.iterdir() if d.is_dir() and (d / "config.yaml").exists())
@@ -79,6 +85,12 @@ def test_rerunning_after_the_harness_was_killed_completes_every_trial_once(point
         assert not list(trial.glob("*.tmp*")) and not list(trial.glob(".*result*"))
     table = (sweep_dir / "table.md").read_text().splitlines()
     assert len([line for line in table if line.startswith("| 1 ") or line.startswith("| 2 ")]) == 2
+    resumed = [r for trial in trials
+               for r in json.loads((trial / "result.json").read_text())["recoveries"]]
+    if point == "during a trial":  # the trial it was running says it was taken over
+        assert [r["kind"] for r in resumed] == ["resume"], resumed
+        assert resumed[0]["detail"].startswith("resumed after the harness running it stopped")
+        assert resumed[0]["epoch"] >= 1  # it went on from its checkpoint
     if before is not None:  # a result written before the kill is kept, not redone
         assert killed_result.read_text() == before
         assert "already succeeded, skipped" in out.stdout

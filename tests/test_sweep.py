@@ -15,7 +15,7 @@ from bench.result import load_results
 REPO = Path(__file__).resolve().parent.parent
 
 
-def sweep(args: list[str], data_root: Path, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def sweep(args: list[str], data_root: Path, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "GNN_BENCH_DATA": str(data_root)}
     return subprocess.run(
         [sys.executable, "-m", "bench.sweep", *args],
@@ -29,7 +29,7 @@ def tiny_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     out = subprocess.run(
         [sys.executable, "-m", "trainer.data", "prepare", "dataset=tiny", f"data_root={root}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr
     return root
@@ -49,7 +49,7 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize(("override", "message"), BAD_VALUES)
 def test_bad_values_fail_at_compose_time_with_one_line(tmp_path, override, message):
-    out = sweep([override, "results_dir=res"], tmp_path / "data", tmp_path, timeout=60)
+    out = sweep([override, "results_dir=res"], tmp_path / "data", tmp_path, timeout=600)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], out.stderr
@@ -57,7 +57,7 @@ def test_bad_values_fail_at_compose_time_with_one_line(tmp_path, override, messa
 
 
 def test_a_bad_value_anywhere_in_the_grid_stops_the_whole_multirun(tmp_path):
-    out = sweep(["workers=2,0", "epochs=1", "results_dir=res", "-m"], tmp_path / "data", tmp_path, timeout=60)
+    out = sweep(["workers=2,0", "epochs=1", "results_dir=res", "-m"], tmp_path / "data", tmp_path, timeout=600)
     assert out.returncode == 2
     assert "workers=0 is invalid" in out.stderr and "(trial" in out.stderr
     assert not (tmp_path / "res").exists()
@@ -174,7 +174,7 @@ def test_a_killed_worker_is_restarted_and_training_resumes(tmp_path, tiny_root):
             if p.environ().get("RANK") == "1" and "trainer" in " ".join(p.cmdline())
         )
         victim.send_signal(signal.SIGKILL)
-        out, _ = proc.communicate(timeout=180)
+        out, _ = proc.communicate(timeout=900)
     finally:
         if proc.poll() is None:
             proc.kill()

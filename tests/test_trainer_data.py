@@ -237,7 +237,7 @@ def test_concurrent_prepare_generates_once(tmp_path: Path, tiny_graph) -> None:
     ]
     outs = []
     for p in procs:
-        out, err = p.communicate(timeout=60)
+        out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
         outs.append(out)
     generated = sum(len(re.findall(r"^generating synthetic dataset", o, re.M)) for o in outs)

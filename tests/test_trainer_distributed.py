@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DDP_STEP_OVERRIDES, tiny_overrides, torchrun, write_script
+from conftest import DDP_STEP_OVERRIDES, HANG_S, tiny_overrides, torchrun, write_script
 
 from bench.events import read_scalars
 from rundir import CHECKPOINT, CHECKPOINT_INFO
@@ -61,7 +61,7 @@ def two_epoch_run(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory):
     dump.mkdir()
     script = write_script(base / "dump_wrapper.py", DUMP_WRAPPER)
     proc = torchrun([str(script), *tiny_overrides(tiny_root, run_dir, "epochs=2", *MODEL)],
-                    timeout=90, DUMP_DIR=str(dump))
+                    timeout=HANG_S, DUMP_DIR=str(dump))
     return proc, run_dir, dump
 
 
@@ -239,7 +239,7 @@ def resumed_run(two_epoch_run, tmp_path_factory: pytest.TempPathFactory, tiny_ro
     copy = tmp_path_factory.mktemp("resume") / "run"
     shutil.copytree(run_dir, copy)
     proc = torchrun(["-m", "trainer", *tiny_overrides(tiny_root, copy, "epochs=3", *MODEL)],
-                    timeout=90)
+                    timeout=HANG_S)
     return proc, run_dir, copy
 
 
@@ -322,7 +322,7 @@ def test_resumed_run_equals_uninterrupted_run(resumed_run, tmp_path: Path,
     straight_dir = tmp_path / "run"
     straight = torchrun(
         ["-m", "trainer", *tiny_overrides(tiny_root, straight_dir, "epochs=3", *MODEL)],
-        timeout=120)
+        timeout=HANG_S)
     assert straight.returncode == 0, straight.stderr
     a, b = _load(straight_dir / CHECKPOINT), _load(resumed_dir / CHECKPOINT)
     for key in ("train/loss", "val/mrr", "val/accuracy", "train/edges"):

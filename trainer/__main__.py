@@ -7,51 +7,50 @@ Started by torchrun locally or by the Kubeflow training operator in a pod, it re
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT from the environment (and runs alone when
 they are absent). Its arguments are Hydra overrides of the project's ``conf/``; ``--verbose``
 adds tracebacks to its one-line errors.
+
+Exit codes (trainer/failures.py; which ones a restart can fix is rundir's rule): 0 done, 2 a bad
+configuration, 3 a damaged dataset or checkpoint, 4 the environment (no space left, a read-only
+path, out of memory), 1 anything else; 200 the process group failed (retryable). Before a
+non-zero exit the worker writes a failure record where ``GNN_BENCH_FAILURE_FILE`` says.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import traceback
 
-from trainer.config import ConfigError, compose, fail, take_verbose_flag, validate_trainer, verbose
+import rundir
+from trainer.config import ConfigError, compose, take_verbose_flag, validate_trainer
+from trainer.failures import Failure, classify, exit_now, give_up
 
 
 def main(argv: list[str]) -> None:
+    rank = int(os.environ.get("RANK", 0))
     try:
         cfg = compose(take_verbose_flag(argv))
         validate_trainer(cfg)
     except ConfigError as exc:
-        fail(str(exc))
+        raise SystemExit(give_up(Failure(rundir.EXIT_CONFIG, str(exc)), rank)) from None
     # Imported after validation: a bad value is reported without loading torch and PyG.
-    from trainer.data.dataset import DatasetError
-    from trainer.train import CheckpointError, Trainer
+    from trainer.train import Trainer
 
     trainer = Trainer(cfg)
     code = 0
     try:
         trainer.run()
-    except (DatasetError, CheckpointError) as exc:
-        if verbose():
-            traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        code = 3
-    except BaseException:
-        if trainer.world == 1:
-            raise
-        traceback.print_exc()
-        code = 1
-    finally:
-        trainer.close(clean=code == 0)
+        trainer.close()  # its closing barrier can still find a peer gone
+    except (Exception, KeyboardInterrupt) as exc:
+        code = give_up(classify(exc, str(cfg.run_dir)), trainer.rank)
+        try:
+            trainer.close(clean=False)
+        except Exception:  # the group is broken already: nothing left to release cleanly
+            pass
     if trainer.world > 1:
         # Skip the interpreter's teardown: destroying DDP's reducer there can deadlock gloo (the
         # destructor joins gloo's worker thread while holding the GIL, and that thread may be
         # waiting for the GIL to free the tensors of a finished collective; seen with 4 workers
         # on 2 cores, torch 2.13). Everything is written, flushed and closed at this point.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        exit_now(code)
     if code:
         raise SystemExit(code)
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from bench.backends.base import Backend, BackendConfig
 
-BACKENDS = ("local", "k8s")
+BACKENDS = ("local", "k8s", "trainjob", "container")
 
 
 def register_backend_configs() -> None:

@@ -13,19 +13,27 @@ store.py        the API server's storage semantics: uids, resourceVersion,   sto
 cluster.py      the garbage collector, Events, the controller loop           cluster.py
 admission.py    Pod Security admission (baseline / restricted)               admission.py
 operator.py     Kubeflow training operator v1.9.4, PyTorchJob controller     operator.py
+trainer.py      Kubeflow Trainer v2.3.0: TrainJob controller, runtime        trainer.py
+                framework (torch, JobSet plugins), its admission webhook
+jobset.py       JobSet v0.12.0 controller and defaulting webhook             jobset.py
+jobs.py         kube-controller-manager's batch/v1 Job controller (Indexed)  jobs.py
 kubelet.py      kube-scheduler, kubelet, metrics-server                      kubelet.py
 ==============  ===========================================================  ====================
 
 Durations the kubelet takes from Kubernetes (restart and image pull back-off, grace periods,
 the init container's retry) are the real ones times ``time_scale`` (default 0.1, never 0).
-Later kinds (TrainJob, JobSet, batch Jobs) plug in as a ``Resource`` in kinds.py and a
-controller beside operator.py; restart policies (``ExitCode`` included) are already the
-operator's.
+Kinds are a ``Resource`` in kinds.py served by a controller in ``Cluster.controllers``
+(operator.py, trainer.py, jobset.py, jobs.py, in that order each tick); the API server lists a
+controller's kinds while it is installed. By default both the v1 operator and Trainer v2 are,
+with the project's TrainingRuntime applied (``runtimes``; ``FakeKube.apply_runtime``).
 """
 
 from .cluster import LAUNCHER_VARS
 from .server import (
     PROJECT_INIT_TEMPLATE,
+    PROJECT_RUNTIME,
+    STOCK_RUNTIME,
+    TRAINJOB_RBAC,
     FakeKube,
     kubeflow_dir,
     load_role_rules,
@@ -33,6 +41,6 @@ from .server import (
 )
 
 __all__ = [
-    "LAUNCHER_VARS", "PROJECT_INIT_TEMPLATE", "FakeKube", "kubeflow_dir", "load_role_rules",
-    "project_role_rules",
+    "LAUNCHER_VARS", "PROJECT_INIT_TEMPLATE", "PROJECT_RUNTIME", "STOCK_RUNTIME", "TRAINJOB_RBAC",
+    "FakeKube", "kubeflow_dir", "load_role_rules", "project_role_rules",
 ]

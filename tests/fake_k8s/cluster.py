@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import sys
 import threading
@@ -26,10 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from . import admission
-from .kinds import EVENTS, NAMESPACES, NODES, PODS, PYTORCHJOBS, SERVICES
+from .jobs import JobController
+from .jobset import JobSetController
+from .jobset import default as default_jobset
+from .kinds import EVENTS, JOBSETS, NAMESPACES, NODES, PODS, PYTORCHJOBS, SERVICES, TRAINJOBS
 from .kubelet import Kubelet, python_argv
 from .operator import PyTorchJobController
 from .store import FOREGROUND, ORPHAN, ApiError, Store, now_rfc3339
+from .trainer import TrainerController
 
 REPO = Path(__file__).resolve().parents[2]
 # Variables of an enclosing launcher (torchrun, an operator's pod) that must not leak into the
@@ -57,6 +62,38 @@ MISSING_IMAGES = frozenset({"gnn-bench/trainer:latest", "gnn-bench/trainer"})
 DEFAULT_NODES = {"fake-node-0": {"cpu": "64", "memory": "256Gi", "pods": "110"}}
 
 
+def field_ref(pod: dict[str, Any], path: str) -> str:
+    """The downward API's value of ``fieldPath`` for a pod (metadata.name, .namespace, .uid,
+    labels['k'] and annotations['k'], spec.nodeName, spec.serviceAccountName, status.podIP)."""
+    meta = pod["metadata"]
+    match = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
+    if match:
+        return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
+    simple = {"metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace"),
+              "metadata.uid": meta.get("uid"),
+              "spec.nodeName": (pod.get("spec") or {}).get("nodeName"),
+              "spec.serviceAccountName": (pod.get("spec") or {}).get("serviceAccountName"),
+              "status.podIP": (pod.get("status") or {}).get("podIP")}
+    return str(simple.get(path) or "")
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion: a defined variable is replaced, ``$$`` escapes, an
+    undefined reference stays as it is (Define Environment Variables for a Container)."""
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)",
+                  lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), text)
+
+
+def container_env(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+    """A container's declared environment as the kubelet makes it: in order, each value with
+    the earlier ones expanded, ``valueFrom.fieldRef`` from the downward API."""
+    env: dict[str, str] = {}
+    for item in container.get("env") or []:
+        ref = ((item.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+        env[item["name"]] = field_ref(pod, ref) if ref else expand(str(item.get("value", "")), env)
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,7 +102,7 @@ def free_port() -> int:
 
 @dataclass
 class JobRecord:
-    """A PyTorchJob's life as the tests look at it (kept after the job is gone)."""
+    """A PyTorchJob's or TrainJob's life as the tests look at it (kept after the job is gone)."""
 
     name: str
     namespace: str
@@ -74,14 +111,30 @@ class JobRecord:
     started: float | None = None  # the first of its pods running
     finished: float | None = None  # succeeded, failed or deleted
     cluster: Any = field(default=None, repr=False, compare=False)
+    resource: Any = field(default=PYTORCHJOBS, repr=False, compare=False)
 
     @property
     def deleting(self) -> bool:
         """Deleted, or being deleted (read from the API server's store now)."""
         with self.cluster.lock:
-            job = next((j for j in self.cluster.store.items(PYTORCHJOBS)
+            job = next((j for j in self.cluster.store.items(self.resource)
                         if j["metadata"]["uid"] == self.uid), None)
             return job is None or bool(job["metadata"].get("deletionTimestamp"))
+
+    def owns(self, pod: dict[str, Any]) -> bool:
+        """A pod of this job: the PyTorchJob's by ownerReference, the TrainJob's by its
+        JobSet's (same name) label and uid."""
+        meta = pod["metadata"]
+        if self.resource == PYTORCHJOBS:
+            return any(r.get("uid") == self.uid for r in meta.get("ownerReferences") or [])
+        labels = meta.get("labels") or {}
+        if labels.get("jobset.sigs.k8s.io/jobset-name") != self.name or \
+                meta.get("namespace") != self.namespace:
+            return False
+        jobsets = {j["metadata"]["uid"]: j for j in self.cluster.store.items(JOBSETS)}
+        js = jobsets.get(labels.get("jobset.sigs.k8s.io/jobset-uid"))
+        return js is None or any(r.get("uid") == self.uid
+                                 for r in js["metadata"].get("ownerReferences") or [])
 
 
 class Cluster:
@@ -118,8 +171,11 @@ class Cluster:
         self.lock = self.store.lock
         self.kubelet = Kubelet(self)
         self.operator = PyTorchJobController(self, init_container_template)
+        self.trainer = TrainerController(self)  # Kubeflow Trainer v2.3 (trainer.py)
+        self.jobset = JobSetController(self)  # JobSet v0.12.0 (jobset.py)
+        self.jobs = JobController(self)  # kube-controller-manager's Job controller (jobs.py)
         # Controllers run in this order each tick; each has ``resources`` and reconcile_all().
-        self.controllers: list[Any] = [self.operator]
+        self.controllers: list[Any] = [self.operator, self.trainer, self.jobset, self.jobs]
         self.records: dict[str, JobRecord] = {}
         self.deleted_pods: list[tuple[str, float]] = []  # pods deleted by clients, in order
         self._ports: dict[tuple[str, str, int], int] = {}
@@ -187,11 +243,15 @@ class Cluster:
                 spec.setdefault("restartPolicy", "Always")
                 spec.setdefault("schedulerName", "default-scheduler")
                 body["status"] = {"phase": "Pending", "qosClass": "Guaranteed"}
+        if resource == TRAINJOBS:
+            self.trainer.admit(namespace, body)  # CRD defaults and Trainer's webhook
+        if resource == JOBSETS:
+            default_jobset(body)  # JobSet's mutating webhook
         obj = self.store.create(resource, namespace, body)
-        if resource == PYTORCHJOBS:
+        if resource in (PYTORCHJOBS, TRAINJOBS):
             meta = obj["metadata"]
             self.records[meta["uid"]] = JobRecord(meta["name"], namespace, meta["uid"],
-                                                  time.time(), cluster=self)
+                                                  time.time(), cluster=self, resource=resource)
         return obj
 
     def record_event(self, obj: dict[str, Any], type_: str, reason: str, message: str,
@@ -238,7 +298,13 @@ class Cluster:
                     continue
                 for found in present:
                     if found and FOREGROUND in (found[1]["metadata"].get("finalizers") or []):
-                        self.store.delete(resource, meta.get("namespace", ""), meta["name"])
+                        # A dependent that has dependents of its own is deleted in the
+                        # foreground too, so the owner waits for the whole tree
+                        # (garbagecollector.go attemptToDeleteItem).
+                        has_own = any(ref.get("uid") == meta["uid"] for (_, _, _), o in everything
+                                      for ref in o["metadata"].get("ownerReferences") or [])
+                        self.store.delete(resource, meta.get("namespace", ""), meta["name"],
+                                          {"propagationPolicy": "Foreground"} if has_own else None)
                         break
         for uid, (resource, obj) in by_uid.items():
             meta = obj["metadata"]
@@ -298,7 +364,7 @@ class Cluster:
         """argv and environment of a container's process on this machine."""
         ns = pod["metadata"]["namespace"]
         env = {k: v for k, v in os.environ.items() if k not in (*LAUNCHER_VARS, "GNN_BENCH_DATA")}
-        declared = {e["name"]: str(e.get("value", "")) for e in container.get("env") or []}
+        declared = container_env(pod, container)
         for addr_key, port_key in (("MASTER_ADDR", "MASTER_PORT"),
                                    ("PET_MASTER_ADDR", "PET_MASTER_PORT")):
             if addr_key in declared:
@@ -310,21 +376,25 @@ class Cluster:
         env.update(self.replica_env)
         env["GLOO_SOCKET_IFNAME"] = "lo"
         command = self.replica_command or list(container.get("command") or [])
-        argv = [self.on_volume(str(a)) for a in command + list(container.get("args") or [])]
+        argv = [self.on_volume(expand(str(a), declared))
+                for a in command + list(container.get("args") or [])]
         return python_argv(argv), env
 
     # ------------------------------------------------------------------ for tests
     def _track_jobs(self) -> None:
-        live = {j["metadata"]["uid"]: j for j in self.store.items(PYTORCHJOBS)}
+        live = {j["metadata"]["uid"]: j for r in (PYTORCHJOBS, TRAINJOBS)
+                for j in self.store.items(r)}
         pods = self.store.items(PODS)
         for uid, record in self.records.items():
             job = live.get(uid)
+            done = job is not None and (self.operator.finished(job.get("status") or {})
+                                        if record.resource == PYTORCHJOBS
+                                        else self.trainer.finished(job))
             if record.finished is None and (job is None or job["metadata"].get("deletionTimestamp")
-                                            or self.operator.finished(job.get("status") or {})):
+                                            or done):
                 record.finished = time.time()
             if record.started is None and any(
-                    p.get("status", {}).get("phase") == "Running"
-                    and any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])
+                    p.get("status", {}).get("phase") == "Running" and record.owns(p)
                     for p in pods):
                 record.started = time.time()
 
@@ -334,6 +404,17 @@ class Cluster:
 
     def job(self, name: str, namespace: str = "gnn-bench") -> dict[str, Any] | None:
         return self.store.peek(PYTORCHJOBS, namespace, name)
+
+    def trainjob(self, name: str, namespace: str = "gnn-bench") -> dict[str, Any] | None:
+        return self.store.peek(TRAINJOBS, namespace, name)
+
+    def trainjob_pods(self, name: str, namespace: str = "gnn-bench") -> list[dict[str, Any]]:
+        """The pods of a TrainJob's JobSet (the label JobSet puts on them), by index."""
+        pods = [p for p in self.store.items(PODS, namespace)
+                if (p["metadata"].get("labels") or {}).get("jobset.sigs.k8s.io/jobset-name")
+                == name]
+        return sorted(pods, key=lambda p: (p["metadata"]["creationTimestamp"],
+                                           p["metadata"]["name"]))
 
     def pods_of(self, job_name: str, namespace: str = "gnn-bench") -> list[dict[str, Any]]:
         return [p for p in self.store.items(PODS, namespace)

@@ -35,6 +35,12 @@ deletion: SIGTERM, SIGKILL after the grace period,     Pod lifecycle, "Terminati
 then the pod object is removed; a force-deleted pod
 (grace 0) is gone from the API at once and its
 processes get SIGKILL
+termination message: each run of a container gets     Pod lifecycle / "Determine the Reason for Pod
+an empty file at ``terminationMessagePath``            Failure" (Customizing the termination
+(default ``/dev/termination-log``); when it ends       message): default path, at most 4096 bytes
+its contents become ``terminated.message``; an empty   per container; ``FallbackToLogsOnError`` takes
+file with ``FallbackToLogsOnError`` and a failed       the log's last 2048 bytes or 80 lines,
+exit takes the log's tail                              whichever is smaller
 PodMetrics: CPU over the window, memory as the         metrics-server (``window``, working set:
 working set (RSS of the container's processes +        Resource metrics pipeline)
 its memory-backed emptyDir)
@@ -46,7 +52,8 @@ run as a shell: it waits, every 2 s (scaled), until the Service of that name sel
 tries. Other init containers complete at once. Differences on purpose: every pod's network is
 this machine's loopback (MASTER_ADDR becomes 127.0.0.1 and each Service port a free local port,
 GLOO_SOCKET_IFNAME=lo); the volume's mountPath in arguments and env is rewritten to the local
-folder that plays the volume; ``/dev/shm`` is a private tmpfs of the emptyDir's sizeLimit when
+folder that plays the volume, and the terminationMessagePath in env to that run's file (the
+kubelet bind-mounts it at the path); ``/dev/shm`` is a private tmpfs of the emptyDir's sizeLimit when
 this process may create mount namespaces (root), else the host's (and then not counted).
 """
 
@@ -69,6 +76,8 @@ from .kinds import NODES, PODS, SERVICES
 from .store import now_rfc3339
 
 INITIAL_BACKOFF_S, MAX_BACKOFF_S, BACKOFF_RESET_S = 10.0, 300.0, 600.0
+TERMINATION_LOG = "/dev/termination-log"  # the default terminationMessagePath
+MESSAGE_BYTES, FALLBACK_BYTES, FALLBACK_LINES = 4096, 2048, 80
 DNS_RETRY_S = 2.0
 MIB = 2**20
 
@@ -177,12 +186,16 @@ class PodRun:
     terminating_since: float | None = None
     kill_at: float | None = None
     metrics: dict[str, Any] | None = None
+    removed: bool = False  # the kubelet's final delete was sent
 
     def all(self) -> list[ContainerRun]:
         return self.inits + self.containers
 
     def log_path(self, container: str, restart: int) -> Path:
         return self.log_dir / f"{container}.{restart}.log"
+
+    def message_path(self, container: str, restart: int) -> Path:
+        return self.log_dir / f"{container}.{restart}.termination-log"
 
 
 class Kubelet:
@@ -330,8 +343,11 @@ class Kubelet:
             return
         for c in run.all():
             if c.state == "running":
-                self._ended(c, c.process.poll() if c.process else 137)
+                self._ended(run, c, c.process.poll() if c.process else 137)
         self._write_status(pod, run)
+        if run.removed:
+            return  # asked once; a finalizer (e.g. a Job's) keeps the object a while
+        run.removed = True
         # The kubelet's final delete (grace 0): the API server removes the object.
         self.store.delete(PODS, run.namespace, run.name, {"gracePeriodSeconds": 0})
 
@@ -359,7 +375,7 @@ class Kubelet:
             code = self._poll(pod, run, c)
             if code is None:
                 return
-            self._ended(c, code)
+            self._ended(run, c, code)
             if c.init:
                 restart = c.exit_code != 0 and policy != "Never"
             else:
@@ -437,6 +453,10 @@ class Kubelet:
             run.log_path(c.name, c.restarts).touch()
             return
         argv, env = self.cluster.process_command(pod, c.spec)
+        message_file = run.message_path(c.name, c.restarts)
+        message_file.write_bytes(b"")
+        in_container = c.spec.get("terminationMessagePath") or TERMINATION_LOG
+        env = {k: str(message_file) if v == in_container else v for k, v in env.items()}
         if self.shm_isolation:
             size = self._shm_limit(pod, c.spec)
             argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
@@ -509,7 +529,7 @@ class Kubelet:
         c.dns_next = now + DNS_RETRY_S * self.cluster.time_scale
         return None
 
-    def _ended(self, c: ContainerRun, code: int) -> None:
+    def _ended(self, run: PodRun, c: ContainerRun, code: int) -> None:
         if code < 0:  # killed by a signal: the runtime reports 128 + signal
             code = 128 - code
         c.state, c.exit_code, c.finished_at = "terminated", code, time.monotonic()
@@ -520,6 +540,25 @@ class Kubelet:
                                  "startedAt": now_rfc3339(c.started_wall),
                                  "finishedAt": now_rfc3339(c.finished_wall),
                                  "containerID": f"containerd://{id(c):x}{c.restarts}"}}
+        message = self._termination_message(run, c, code)
+        if message:
+            c.last["terminated"]["message"] = message
+
+    def _termination_message(self, run: PodRun, c: ContainerRun, code: int) -> str:
+        if c.init:
+            return ""
+        try:
+            message = run.message_path(c.name, c.restarts).read_bytes()[:MESSAGE_BYTES]
+        except OSError:
+            message = b""
+        if not message.strip() and code != 0 and \
+                c.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            try:
+                log = run.log_path(c.name, c.restarts).read_bytes()
+            except OSError:
+                log = b""
+            message = b"\n".join(log.splitlines()[-FALLBACK_LINES:])[-FALLBACK_BYTES:]
+        return message.decode(errors="replace")
 
     # ------------------------------------------------------------------ status
     def _container_status(self, c: ContainerRun, ready: bool) -> dict[str, Any]:
@@ -643,8 +682,11 @@ class Kubelet:
 
 
 def python_argv(argv: list[str]) -> list[str]:
+    """The image's ``python`` and ``torchrun`` (its console script) as this checkout's."""
     if argv and argv[0] in ("python", "python3"):
         return [sys.executable, *argv[1:]]
+    if argv and argv[0] == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", *argv[1:]]
     return argv
 
 

@@ -35,11 +35,13 @@ import yaml
 
 from . import tables
 from .cluster import MISSING_IMAGES, REPO, Cluster
-from .kinds import CORE, NAMESPACES, POD_METRICS, PODS, PYTORCHJOBS, SERVICES
+from .kinds import CORE, NAMESPACES, POD_METRICS, PODS, PYTORCHJOBS, SERVICES, TRAINJOBS
 from .store import ApiError, Resource
 
 PROJECT_NAMESPACES = REPO / "k8s" / "base" / "namespace.yaml"
 PROJECT_INIT_TEMPLATE = REPO / "k8s" / "operator" / "init-container.yaml"
+PROJECT_RUNTIME = REPO / "k8s" / "trainer" / "runtime" / "gnn-bench-torch.yaml"
+STOCK_RUNTIME = "torch_distributed.runtime.v2.3.0.yaml"  # in kubeflow_dir()
 
 
 @dataclass
@@ -81,9 +83,14 @@ def kubeflow_dir() -> Path:
     return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
-def project_role_rules() -> dict[str, list[dict[str, Any]]]:
-    """The harness's Roles of k8s/base, by namespace (what the RBAC check enforces)."""
-    return {"gnn-bench": load_role_rules(REPO / "k8s" / "base" / "jobs" / "rbac.yaml"),
+TRAINJOB_RBAC = REPO / "k8s" / "trainer" / "runtime" / "rbac.yaml"
+
+
+def project_role_rules(trainjob: bool = True) -> dict[str, list[dict[str, Any]]]:
+    """The harness's Roles of k8s/base and, unless ``trainjob`` is false, k8s/trainer/runtime's
+    for TrainJobs, by namespace (what the RBAC check enforces)."""
+    jobs = load_role_rules(REPO / "k8s" / "base" / "jobs" / "rbac.yaml")
+    return {"gnn-bench": jobs + (load_role_rules(TRAINJOB_RBAC) if trainjob else []),
             "gnn-bench-infra": load_role_rules(REPO / "k8s" / "base" / "infra" / "rbac.yaml")}
 
 
@@ -117,6 +124,7 @@ class FakeKube:
         node_labels: dict[str, dict[str, str]] | None = None,
         missing_images: frozenset[str] | set[str] = MISSING_IMAGES,
         init_container_template: str | Path | None = PROJECT_INIT_TEMPLATE,
+        runtimes: tuple[Path | str, ...] = (PROJECT_RUNTIME,),
     ):
         self.volume = Path(volume)
         self.volume.mkdir(parents=True, exist_ok=True)
@@ -139,6 +147,12 @@ class FakeKube:
             replica_env=replica_env, time_scale=time_scale, nodes=nodes,
             node_labels=node_labels, missing_images=missing_images,
             init_container_template=template, namespaces=namespaces)
+        # Training runtimes applied as `kubectl apply` would (k8s/trainer/runtime: the project's
+        # TrainingRuntime in the jobs' namespace; a ClusterTrainingRuntime cluster-wide).
+        for runtime in runtimes:
+            self.apply_runtime(Path(runtime))
+        if crd_installed:
+            self._install_trainer_public_config()
         self.requests: list[tuple[str, str]] = []
         self.used: set[tuple[str, str, str]] = set()
         self.creates: dict[str, int] = {}
@@ -149,6 +163,35 @@ class FakeKube:
         self.httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def _install_trainer_public_config(self) -> None:
+        """What Trainer v2.3.0's install (manifests/overlays/manager) leaves for its SDK: the
+        namespace kubeflow-system and the ConfigMap kubeflow-trainer-public with
+        kubeflow_trainer_version (the SDK's TrainerClient reads it when it starts)."""
+        from .kinds import CONFIGMAPS
+
+        with self.cluster.lock:
+            if self.cluster.store.peek(NAMESPACES, "", "kubeflow-system") is None:
+                self.cluster.store.create(NAMESPACES, "", {
+                    "metadata": {"name": "kubeflow-system"}, "status": {"phase": "Active"}})
+            self.cluster.store.create(CONFIGMAPS, "kubeflow-system", {
+                "metadata": {"name": "kubeflow-trainer-public"},
+                "data": {"kubeflow_trainer_version": "v2.3.0"}})
+
+    def apply_runtime(self, path: Path, namespace: str = "gnn-bench",
+                      edit: Any = None) -> dict[str, Any]:
+        """Create a TrainingRuntime or ClusterTrainingRuntime from a YAML file (``edit``: a
+        function changing the document first, as a kustomize patch would)."""
+        from .kinds import CLUSTERTRAININGRUNTIMES, TRAININGRUNTIMES
+
+        doc = yaml.safe_load(Path(path).read_text())
+        if edit is not None:
+            edit(doc)
+        resource = CLUSTERTRAININGRUNTIMES if doc["kind"] == "ClusterTrainingRuntime" \
+            else TRAININGRUNTIMES
+        with self.cluster.lock:
+            return self.cluster.store.create(resource, namespace if resource.namespaced else "",
+                                             doc)
 
     @property
     def url(self) -> str:
@@ -453,7 +496,7 @@ def _handler_for(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
                 if verb == "create":
                     body = body or {}
                     created = cluster.api_create(resource, ns or "", body)
-                    if resource == PYTORCHJOBS:
+                    if resource in (PYTORCHJOBS, TRAINJOBS):
                         job = created["metadata"]["name"]
                         fake.creates[job] = fake.creates.get(job, 0) + 1
                     return self._send(201, created)

@@ -119,8 +119,8 @@ class Resource:
 
 # ------------------------------------------------------------------ selectors
 _REQ = re.compile(
-    r"\s*(?P<neg>!)?(?P<key>[A-Za-z0-9_./-]+)\s*"
-    r"(?:(?P<op>==|=|!=)\s*(?P<value>[A-Za-z0-9_.-]*)"
+    r"\s*(?P<neg>!)?(?P<key>[A-Za-z0-9_./-]+)"
+    r"(?:\s*(?P<op>==|=|!=)\s*(?P<value>[A-Za-z0-9_.-]*)"
     r"|\s+(?P<setop>in|notin)\s*\((?P<values>[^)]*)\))?\s*"
 )
 

@@ -6,7 +6,8 @@ summary.json a real run writes (fixed values), without importing torch.
 
 Also: ``STUB_SHM_MIB`` / ``STUB_ALLOC_MIB`` write that much to /dev/shm / hold it in memory
 before sleeping (to pass a memory limit), ``STUB_IGNORE_TERM=1`` ignores SIGTERM (a process that
-needs its whole grace period), ``STUB_MARK`` is printed (to tell runs apart in logs).
+needs its whole grace period), ``STUB_MARK`` is printed (to tell runs apart in logs),
+``STUB_RECORD=1`` writes a failure record where ``GNN_BENCH_FAILURE_FILE`` says before failing.
 """
 
 from __future__ import annotations
@@ -45,8 +46,16 @@ def main(argv: list[str]) -> int:
         held.append(bytearray(b"\1" * (int(os.environ["STUB_ALLOC_MIB"]) * 2**20)))
     time.sleep(float(os.environ.get("STUB_SECONDS", "2")))
     if os.environ.get("STUB_EXIT", "0") != "0":
+        code = int(os.environ["STUB_EXIT"])
+        if os.environ.get("STUB_RECORD") == "1":  # as the trainer does: its record, then the line
+            import rundir
+
+            path = rundir.failure_path(int(os.environ.get("RANK", "0")))
+            if path is not None:
+                rundir.FailureRecord(code, rundir.KINDS.get(code, "error"),
+                                     "the stub was told to fail (its record)").write(path)
         print("error: the stub was told to fail", flush=True)
-        return int(os.environ["STUB_EXIT"])
+        return code
     if os.environ.get("RANK", "0") == "0":
         writer = EventFileWriter(str(run_dir / "tb"))
         scalar(writer, "train/loss_step", 1.0, 1)

@@ -109,6 +109,47 @@ def _pytorchjobs(objs: list[dict[str, Any]]) -> tuple[list, list]:
     return cols, rows
 
 
+def _trainjobs(objs: list[dict[str, Any]]) -> tuple[list, list]:
+    """The v2.3.0 CRD's columns: State = .status.conditions[-1:].type, Age."""
+    return _pytorchjobs(objs)
+
+
+def _jobsets(objs: list[dict[str, Any]]) -> tuple[list, list]:
+    """JobSet v0.12.0's columns: TerminalState, Restarts, Completed, Suspended, Age."""
+    cols = [_col("Name", fmt="name"), _col("TerminalState"), _col("Restarts"), _col("Completed"),
+            _col("Suspended"), _col("Age", "date")]
+    rows = []
+    for j in objs:
+        status = j.get("status") or {}
+        completed = next((c["status"] for c in status.get("conditions") or []
+                          if c["type"] == "Completed"), None)
+        suspend = (j.get("spec") or {}).get("suspend")
+        rows.append([j["metadata"]["name"], status.get("terminalState"),
+                     str(status.get("restarts", 0)), completed,
+                     None if suspend is None else str(suspend).lower(),
+                     human_age(j["metadata"].get("creationTimestamp"))])
+    return cols, rows
+
+
+def _jobs(objs: list[dict[str, Any]]) -> tuple[list, list]:
+    """The API server's printer for batch/v1 Jobs: Status, Completions, Duration, Age."""
+    cols = [_col("Name", fmt="name"), _col("Status"), _col("Completions"), _col("Duration"),
+            _col("Age")]
+    rows = []
+    for j in objs:
+        status = j.get("status") or {}
+        done = {c["type"] for c in status.get("conditions") or [] if c["status"] == "True"}
+        state = ("Complete" if "Complete" in done else "Failed" if "Failed" in done else
+                 "FailureTarget" if "FailureTarget" in done else
+                 "Suspended" if "Suspended" in done else "Running")
+        completions = (j.get("spec") or {}).get("completions")
+        rows.append([j["metadata"]["name"], state,
+                     f"{status.get('succeeded', 0)}/{completions}", human_age(
+                         status.get("startTime")),
+                     human_age(j["metadata"].get("creationTimestamp"))])
+    return cols, rows
+
+
 def _events(objs: list[dict[str, Any]]) -> tuple[list, list]:
     cols = [_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"), _col("Message"),
             _col("Count", "integer", 1), _col("Name", fmt="name", priority=1)]
@@ -147,7 +188,8 @@ def _namespaces(objs):
                    human_age(o["metadata"].get("creationTimestamp"))] for o in objs]
 
 
-PRINTERS = {"pods": _pods, "pytorchjobs": _pytorchjobs, "events": _events,
+PRINTERS = {"pods": _pods, "pytorchjobs": _pytorchjobs, "trainjobs": _trainjobs,
+            "jobsets": _jobsets, "jobs": _jobs, "events": _events,
             "services": _services, "namespaces": _namespaces}
 
 

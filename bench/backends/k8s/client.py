@@ -35,7 +35,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from bench.backends.k8s.config import K8sConfig
+from bench.backends.k8s.config import ClusterConfig
 from bench.backends.k8s.errors import (
     Conflict,
     K8sError,
@@ -44,13 +44,13 @@ from bench.backends.k8s.errors import (
     is_transient,
     with_retries,
 )
-from bench.backends.k8s.manifests import GROUP, JOB_NAME_LABEL, PLURAL, VERSION
+from bench.backends.k8s.kinds import PYTORCHJOB, JobKind
 
 T = TypeVar("T")
 METRICS_GROUP, METRICS_VERSION = "metrics.k8s.io", "v1beta1"
 
 
-def load_configuration(opts: K8sConfig) -> k8s.Configuration:
+def load_configuration(opts: ClusterConfig) -> k8s.Configuration:
     """Client configuration from the kubeconfig (file and context from ``opts``), or the pod's
     in-cluster service account when there is no kubeconfig and the harness runs in a pod."""
     configuration = k8s.Configuration()
@@ -84,10 +84,13 @@ def load_configuration(opts: K8sConfig) -> k8s.Configuration:
 
 
 class KubeClient:
-    """Typed, retried wrappers of the API calls; results are plain dicts as the API sends them."""
+    """Typed, retried wrappers of the API calls; results are plain dicts as the API sends them.
+    ``kind`` is the job kind the job verbs act on (PyTorchJob unless told)."""
 
-    def __init__(self, opts: K8sConfig, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, opts: ClusterConfig, sleep: Callable[[float], None] = time.sleep,
+                 kind: JobKind = PYTORCHJOB):
         self.opts = opts
+        self.kind = kind
         self.namespace = opts.namespace
         self._sleep = sleep
         self._connect()
@@ -123,32 +126,42 @@ class KubeClient:
         except Exception as exc:
             raise explain(
                 exc, what, namespace or self.namespace, self.host,
-                attempts if is_transient(exc) else 1
+                attempts if is_transient(exc) else 1, self.kind
             ) from exc
 
-    # -- PyTorchJobs
+    # -- the jobs (PyTorchJobs or TrainJobs: self.kind)
     def get_job(self, name: str) -> dict[str, Any] | None:
         """The job, or None when there is none of that name."""
+        k = self.kind
+        return self.get_object(k.group, k.version, k.plural, name)
+
+    def get_object(self, group: str, version: str, plural: str, name: str,
+                   namespaced: bool = True) -> dict[str, Any] | None:
+        """A custom object of the jobs' namespace (or the cluster's), None when absent."""
 
         def get() -> dict[str, Any] | None:
             try:
+                if not namespaced:
+                    return self.custom.get_cluster_custom_object(
+                        group, version, plural, name, _request_timeout=self._timeout)
                 return self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, name, _request_timeout=self._timeout
+                    group, version, self.namespace, plural, name, _request_timeout=self._timeout
                 )
             except ApiException as exc:
-                if exc.status == 404 and _not_found_kind(exc) == PLURAL:
+                if exc.status == 404 and _not_found_kind(exc) == plural:
                     return None
                 raise
 
-        return self.call(f"get {PLURAL} {name}", get)
+        return self.call(f"get {plural} {name}", get)
 
     def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Create the job; raises Conflict when one of that name exists."""
-        name = manifest["metadata"]["name"]
+        name, k = manifest["metadata"]["name"], self.kind
         return self.call(
-            f"create {PLURAL} {name}",
+            f"create {k.plural} {name}",
             lambda: self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, manifest, _request_timeout=self._timeout
+                k.group, k.version, self.namespace, k.plural, manifest,
+                _request_timeout=self._timeout
             ),
         )
 
@@ -156,24 +169,26 @@ class KubeClient:
         """Delete the job and (by garbage collection, Foreground: the job stays until its pods
         are gone) its pods; False when it was not there."""
 
+        k = self.kind
+
         def delete() -> bool:
             try:
                 self.custom.delete_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
+                    k.group,
+                    k.version,
                     self.namespace,
-                    PLURAL,
+                    k.plural,
                     name,
                     propagation_policy="Foreground",
                     _request_timeout=self._timeout,
                 )
                 return True
             except ApiException as exc:
-                if exc.status == 404 and _not_found_kind(exc) == PLURAL:
+                if exc.status == 404 and _not_found_kind(exc) == k.plural:
                     return False
                 raise
 
-        return self.call(f"delete {PLURAL} {name}", delete)
+        return self.call(f"delete {k.plural} {name}", delete)
 
     def wait_deleted(self, name: str, timeout_s: float = 120.0) -> None:
         """Wait until a deleted job is gone (its finalizers done), so the name can be reused."""
@@ -181,20 +196,24 @@ class KubeClient:
         while self.get_job(name) is not None:
             if time.monotonic() > deadline:
                 raise K8sError(
-                    f"PyTorchJob {name} is still being deleted after {timeout_s:.0f} s: "
-                    f"delete it with `kubectl -n {self.namespace} delete pytorchjob {name}`"
+                    f"{self.kind.kind} {name} is still being deleted after {timeout_s:.0f} s: "
+                    f"delete it with `kubectl -n {self.namespace} delete "
+                    f"{self.kind.kind.lower()} {name}`"
                 )
             self._sleep(min(2.0, self.opts.poll_interval_s))
 
     # -- pods
-    def list_pods(self, job: str, uid: str | None = None) -> list[dict[str, Any]]:
-        """The job's pods: label ``training.kubeflow.org/job-name`` and, when ``uid`` is given,
-        a controller ownerReference to the job of that uid (as the operator claims its pods)."""
+    def list_pods(self, job: str, uid: str | None = None,
+                  selector: str | None = None) -> list[dict[str, Any]]:
+        """The job's pods: the kind's name label (``training.kubeflow.org/job-name``) and, when
+        ``uid`` is given, a controller ownerReference to the object of that uid (as the operator
+        claims its pods; a TrainJob's pods are their Job's). ``selector``: more labels."""
+        labels = self.kind.pod_selector(job) + (f",{selector}" if selector else "")
         response = self.call(
             f"list pods of {job}",
             lambda: self.core.list_namespaced_pod(
                 self.namespace,
-                label_selector=f"{JOB_NAME_LABEL}={job}",
+                label_selector=labels,
                 _preload_content=False,
                 _request_timeout=self._timeout,
             ),
@@ -234,9 +253,11 @@ class KubeClient:
 
         return self.call(f"delete pods {pod}", delete)
 
-    def job_events(self, job: str, uid: str | None = None) -> list[dict[str, Any]]:
-        """The Events about the PyTorchJob (e.g. the operator's ``FailedCreatePod``)."""
-        selector = f"involvedObject.kind=PyTorchJob,involvedObject.name={job}"
+    def job_events(self, job: str, uid: str | None = None,
+                   kind: str | None = None) -> list[dict[str, Any]]:
+        """The Events about the job (e.g. the operator's ``FailedCreatePod``); ``kind``: about
+        an object of that kind and name instead (e.g. a TrainJob's ``Job``)."""
+        selector = f"involvedObject.kind={kind or self.kind.kind},involvedObject.name={job}"
         if uid:
             selector += f",involvedObject.uid={uid}"
         response = self.call(
@@ -259,7 +280,7 @@ class KubeClient:
                 response = self.core.read_namespaced_pod_log(
                     pod,
                     self.namespace,
-                    container="pytorch",
+                    container=self.kind.container,
                     tail_lines=tail_lines,
                     previous=previous,
                     _preload_content=False,
@@ -283,7 +304,7 @@ class KubeClient:
                 METRICS_VERSION,
                 self.namespace,
                 "pods",
-                label_selector=f"{JOB_NAME_LABEL}={job}",
+                label_selector=self.kind.pod_selector(job),
                 _request_timeout=self._timeout,
             )
             return data.get("items") or []

@@ -18,30 +18,22 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 @dataclass
-class K8sConfig(BackendConfig):
-    """Each trial a kubeflow.org/v1 PyTorchJob (1 Master + workers-1 Workers), submitted and
-    followed with the official client (see bench/backends/k8s/)."""
+class ClusterConfig(BackendConfig):
+    """The keys every Kubernetes backend has (``backend=k8s``, ``backend=trainjob``): where the
+    cluster is, what each worker pod gets, how the harness follows it. Resources are per pod."""
 
-    _target_: str = "bench.backends.k8s.K8sBackend"
-    name: str = "k8s"
-    # runPolicy.backoffLimit: the operator fails the job once the restarts of all its Running pods
-    # add up to it (kubeflow/trainer v1.9, pkg/core/job.go PastBackoffLimit), and one lost pod
-    # costs workers - 1 of them (every other replica fails its collective and restarts once), so
-    # 10 lets the study's demo (one deleted pod at 2, 4 or 6 workers) and a spare failure through.
-    backoff_limit: int = 10
     sample_interval_s: float = 15.0  # metrics.k8s.io; never faster than the API's own window
     poll_interval_s: float = 5.0
     timeout_s: float = 7200.0
     # A trial whose pods are not all running this long (image pull, scheduling, admission) fails
     # with the waiting reason and its fix.
     start_timeout_s: float = 600.0
-    namespace: str = "gnn-bench"  # where the PyTorchJobs run (k8s/ creates it)
+    namespace: str = "gnn-bench"  # where the jobs run (k8s/ creates it)
     context: str | None = None  # kubeconfig context (None: the current one)
     kubeconfig: str | None = None  # None: $KUBECONFIG or ~/.kube/config; in a pod: in-cluster
     # the trainer image (docker/trainer.Dockerfile): $GNN_BENCH_IMAGE when the config is made
     image: str = field(default_factory=lambda: os.environ.get("GNN_BENCH_IMAGE",
                                                               "gnn-bench/trainer:latest"))
-    image_pull_policy: str = "IfNotPresent"  # Always | IfNotPresent | Never
     cpu: str = "2"  # CPU request (a quantity: 1, 500m); threads per worker = its whole cores
     memory: str = "4Gi"  # memory request
     cpu_limit: str | None = None  # None: the request
@@ -54,10 +46,8 @@ class K8sConfig(BackendConfig):
     files_service: str = "gnn-bench-files"  # read-only file server on the volume (k8s/base)
     files_namespace: str = "gnn-bench-infra"  # its namespace (apart from the jobs': k8s/base)
     dry_run: bool = False  # write results/<sweep>/manifests/<trial>.yaml, contact no cluster
-    keep_jobs: bool = False  # keep finished PyTorchJobs (and their pods) after collection
-    clean_pod_policy: str = "None"  # runPolicy.cleanPodPolicy: None | Running | All
-    active_deadline_s: int | None = None  # runPolicy.activeDeadlineSeconds (None: timeout_s)
-    ttl_after_finished_s: int | None = 86400  # runPolicy.ttlSecondsAfterFinished (None: never)
+    keep_jobs: bool = False  # keep finished jobs (and their pods) after collection
+    active_deadline_s: int | None = None  # the job's activeDeadlineSeconds (None: timeout_s)
     log_tail_lines: int = 200  # lines of each pod's log kept in logs/
     api_retries: int = 5  # attempts for transient API errors (429, 5xx, connection resets)
     api_backoff_s: float = 1.0  # first retry delay; doubles each attempt
@@ -85,12 +75,6 @@ class K8sConfig(BackendConfig):
             if not ok:
                 raise ConfigError(f"backend.{key}={value} is not a positive Kubernetes quantity "
                                   "(e.g. 2, 500m, 4Gi)")
-        choices = {"image_pull_policy": ("Always", "IfNotPresent", "Never"),
-                   "clean_pod_policy": ("None", "Running", "All")}
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"backend.{key}={getattr(self, key)} is invalid: use one of "
-                                  + ", ".join(allowed))
         if self.gpus < 0:
             raise ConfigError(f"backend.gpus={self.gpus} must be >= 0")
         if not str(self.mount_path).startswith("/"):
@@ -103,9 +87,34 @@ class K8sConfig(BackendConfig):
                               "must be > 0 (e.g. backend.start_timeout_s=600)")
         positive("backend.api_retries", self.api_retries, "e.g. backend.api_retries=5")
         positive("backend.active_deadline_s", self.active_deadline_s, "or null", allow_none=True)
+
+
+@dataclass
+class K8sConfig(ClusterConfig):
+    """Each trial a kubeflow.org/v1 PyTorchJob (1 Master + workers-1 Workers), submitted and
+    followed with the official client (see bench/backends/k8s/)."""
+
+    _target_: str = "bench.backends.k8s.K8sBackend"
+    name: str = "k8s"
+    # runPolicy.backoffLimit: the operator fails the job once the restarts of all its Running pods
+    # add up to it (kubeflow/trainer v1.9, pkg/core/job.go PastBackoffLimit), and one lost pod
+    # costs workers - 1 of them (every other replica fails its collective and restarts once), so
+    # 10 lets the study's demo (one deleted pod at 2, 4 or 6 workers) and a spare failure through.
+    backoff_limit: int = 10
+    image_pull_policy: str = "IfNotPresent"  # Always | IfNotPresent | Never
+    clean_pod_policy: str = "None"  # runPolicy.cleanPodPolicy: None | Running | All
+    ttl_after_finished_s: int | None = 86400  # runPolicy.ttlSecondsAfterFinished (None: never)
+
+    def validate(self) -> None:
+        super().validate()
+        choices = {"image_pull_policy": ("Always", "IfNotPresent", "Never"),
+                   "clean_pod_policy": ("None", "Running", "All")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"backend.{key}={getattr(self, key)} is invalid: use one of "
+                                  + ", ".join(allowed))
         if self.ttl_after_finished_s is not None and self.ttl_after_finished_s < 0:
             raise ConfigError("backend.ttl_after_finished_s must be >= 0 (or null)")
-
 
     def check_fault_plan(self, workers: int, count: int) -> None:
         """A planned fault demo the PyTorchJob's backoffLimit cannot survive is refused up front:

@@ -13,12 +13,13 @@ import json
 import random
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
-from bench.backends.k8s.manifests import GROUP, PLURAL, VERSION
+if TYPE_CHECKING:
+    from bench.backends.k8s.kinds import JobKind
 
 T = TypeVar("T")
 
@@ -40,7 +41,7 @@ class K8sError(RuntimeError):
 
 
 class NotInstalled(K8sError):
-    """The cluster does not serve the PyTorchJob resource (no training operator)."""
+    """The cluster does not serve the job's kind (no training operator, no Trainer v2)."""
 
 
 class Conflict(K8sError):
@@ -119,7 +120,8 @@ def with_retries(
 
 
 def explain(
-    exc: BaseException, what: str, namespace: str, host: str, attempts: int = 1
+    exc: BaseException, what: str, namespace: str, host: str, attempts: int = 1,
+    kind: JobKind | None = None,
 ) -> K8sError:
     """One line for an error met while trying to ``what`` (e.g. "create PyTorchJob x")."""
     if isinstance(exc, K8sError):
@@ -148,11 +150,15 @@ def explain(
             "the read-only file server with `kubectl apply -k k8s/base` "
             "(or set backend.files_service, backend.files_namespace)"
         )
-    if status == 404 and details.get("kind") in (None, "") and PLURAL in what:
+    if kind is None:
+        from bench.backends.k8s.kinds import PYTORCHJOB
+
+        kind = PYTORCHJOB
+    if status == 404 and details.get("kind") in (None, "") and kind.plural in what:
         return NotInstalled(
-            f"the Kubeflow training operator is not installed: the cluster at {host} does not "
-            f"serve {PLURAL}.{GROUP}/{VERSION}; install it with "
-            "`kubectl apply --server-side -k k8s/operator` (docs/gke.md)"
+            f"{kind.controller} is not installed: the cluster at {host} does not "
+            f"serve {kind.plural}.{kind.group}/{kind.version}; install it with "
+            f"`{kind.install}` (docs/gke.md)"
         )
     if status == 403:
         return K8sError(

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import rundir
 from bench.backends.base import JobState
-from bench.backends.k8s.manifests import CONTAINER, worker_of_pod
+from bench.backends.k8s.kinds import PYTORCHJOB, JobKind
 
 _ACTIVE = {
     "Restarting": JobState.RESTARTING,
@@ -85,6 +86,8 @@ class PodInfo:
     running_since: float | None  # the training container's current start
     exit_code: int | None  # of the last termination, if any
     reason: str | None  # of the last termination, if any (OOMKilled, Error, Completed)
+    message: str | None = None  # of the last termination: the kubelet's copy of the trainer's
+    # failure record (terminationMessagePath), or the log's tail (FallbackToLogsOnError)
     uid: str = ""
     owner_uid: str | None = None  # the controller's (the PyTorchJob's) uid
     deleting: bool = False
@@ -115,10 +118,10 @@ def _waiting(status: dict[str, Any]) -> str | None:
     return None
 
 
-def pod_info(pod: dict[str, Any], job: str) -> PodInfo:
+def pod_info(pod: dict[str, Any], job: str, kind: JobKind = PYTORCHJOB) -> PodInfo:
     status = pod.get("status") or {}
     container = next(
-        (c for c in status.get("containerStatuses") or [] if c.get("name") == CONTAINER), {}
+        (c for c in status.get("containerStatuses") or [] if c.get("name") == kind.container), {}
     )
     state = container.get("state") or {}
     terminated = (
@@ -131,16 +134,17 @@ def pod_info(pod: dict[str, Any], job: str) -> PodInfo:
     scheduled = next((c for c in status.get("conditions") or []
                       if c.get("type") == "PodScheduled"), {})
     spec_container = next((c for c in (pod.get("spec") or {}).get("containers") or []
-                           if c.get("name") == CONTAINER), {})
+                           if c.get("name") == kind.container), {})
     return PodInfo(
         name=name,
-        worker=worker_of_pod(name, job),
+        worker=kind.worker(metadata, job),
         phase=status.get("phase") or "Unknown",
         restarts=sum(int(c.get("restartCount") or 0) for key in
                      ("initContainerStatuses", "containerStatuses") for c in status.get(key) or []),
         running_since=parse_time((state.get("running") or {}).get("startedAt")),
         exit_code=terminated.get("exitCode"),
         reason=terminated.get("reason"),
+        message=terminated.get("message"),
         uid=metadata.get("uid", ""),
         owner_uid=owner,
         deleting=bool(metadata.get("deletionTimestamp")),
@@ -171,6 +175,26 @@ def restarts(pods: list[PodInfo]) -> int:
 def oom_killed(pods: list[PodInfo]) -> PodInfo | None:
     """A pod whose training container was killed for passing its memory limit."""
     return next((p for p in pods if p.reason == "OOMKilled"), None)
+
+
+def permanent_failure(pods: list[PodInfo]) -> tuple[PodInfo, str] | None:
+    """A pod whose trainer exited with a code no restart can fix (Kubeflow's ExitCode rule,
+    ``rundir.retryable``: 1-127), and the trainer's own ``error:`` line (from its failure
+    record in the termination message; else the last line the kubelet kept of its log). An
+    OOMKilled container (137) or a killed one is retryable, and a worker whose peer died exits
+    200: neither is here."""
+    for p in pods:
+        if not p.exit_code or rundir.retryable(p.exit_code) or p.reason == "OOMKilled":
+            continue
+        record = rundir.FailureRecord.parse(p.message)
+        if record is not None:
+            return p, record.error
+        lines = [line.strip() for line in (p.message or "").splitlines() if line.strip()]
+        error = next((line[len("error:"):].strip() for line in reversed(lines)
+                      if line.startswith("error:")), lines[-1] if lines else "")
+        return p, (f"{p.worker or p.name} (pod {p.name}) exited with code {p.exit_code}, which no "
+                   f"restart can fix" + (f": {error}" if error else f"; see logs/{p.name}.log"))
+    return None
 
 
 def not_started(pods: list[PodInfo], expected: int) -> list[PodInfo] | None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+import rundir
 from bench.backends.base import TrialSpec
 from bench.backends.k8s.config import K8sConfig
 
@@ -110,8 +111,17 @@ POD_SECURITY = {
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
+# Where the trainer writes its failure record (rundir.FailureRecord: exit code, kind, error:
+# line) before it exits: the kubelet's default terminationMessagePath, which it copies into the
+# pod's status (lastState.terminated.message; Kubernetes "Customizing the termination message",
+# at most 4096 bytes), readable even when the volume is full. FallbackToLogsOnError: a trainer
+# that died before writing it leaves the tail of its log there instead.
+TERMINATION_LOG = "/dev/termination-log"
+
+
 def _pod_template(spec: TrialSpec, opts: K8sConfig, labels: dict[str, str]) -> dict[str, Any]:
-    env = {"OMP_NUM_THREADS": str(spec.threads_per_worker), **spec.env}
+    env = {"OMP_NUM_THREADS": str(spec.threads_per_worker), rundir.FAILURE_FILE_ENV: TERMINATION_LOG,
+           **spec.env}
     container = {
         "name": CONTAINER,
         "image": opts.image,
@@ -119,6 +129,8 @@ def _pod_template(spec: TrialSpec, opts: K8sConfig, labels: dict[str, str]) -> d
         "command": ["python", "-m", "trainer"],
         "args": list(spec.trainer_overrides),
         "env": [{"name": k, "value": str(v)} for k, v in env.items()],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": _resources(opts),
         "securityContext": copy.deepcopy(CONTAINER_SECURITY),
         "volumeMounts": [
@@ -151,6 +163,16 @@ def pytorchjob(spec: TrialSpec) -> dict[str, Any]:
         TRIAL_LABEL: label_value(spec.trial_id),
     }
     template = _pod_template(spec, opts, labels)
+    # restartPolicy OnFailure, not ExitCode, although the trainer's exit codes follow the
+    # ExitCode rule (rundir.retryable): under ExitCode training operator v1.9.4 deletes a pod
+    # that failed with a retryable code and creates it again, so its restartCount stays 0, and
+    # PastBackoffLimit (core/job.go) sums restartCount only over OnFailure/Always replicas: a
+    # killed worker would be recreated without limit and backend.backoff_limit would bound
+    # nothing (tests/fake_k8s/operator.py has both paths). Under OnFailure the kubelet restarts
+    # the container in place and the operator counts it; the harness applies the rule itself: a
+    # worker that exits with a permanent code (1-127) ends the trial at once with its error:
+    # line (follow.permanent_failure), at most one in-place restart (the kubelet's first is
+    # immediate) before the harness's next poll sees it.
     replicas: dict[str, Any] = {
         "Master": {"replicas": 1, "restartPolicy": "OnFailure", "template": template},
     }

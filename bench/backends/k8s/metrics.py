@@ -25,7 +25,6 @@ from kubernetes.utils.quantity import parse_quantity
 
 from bench.backends.k8s.client import KubeClient
 from bench.backends.k8s.errors import K8sError, MetricsUnavailable
-from bench.backends.k8s.manifests import worker_of_pod
 from bench.sampling import ResourceSample, Sampler
 
 logger = logging.getLogger(__name__)
@@ -58,7 +57,7 @@ def _warn(message: str) -> None:
 
 
 class PodMetrics:
-    """The PodMetrics of one PyTorchJob's pods, one sample per worker and new window."""
+    """The PodMetrics of one job's pods, one sample per worker and new window."""
 
     def __init__(self, client: KubeClient, job: str, warn: Callable[[str], None] = _warn):
         self._client, self._job, self.warn = client, job, warn
@@ -81,7 +80,7 @@ class PodMetrics:
             return []
         samples = []
         for item in items:
-            worker = worker_of_pod((item.get("metadata") or {}).get("name", ""), self._job)
+            worker = self._client.kind.worker(item.get("metadata") or {}, self._job)
             if worker is None:
                 continue
             window = parse_duration(item.get("window"))

@@ -18,6 +18,9 @@ class LocalConfig(BackendConfig):
     name: str = "local"
     cores: int | None = None  # cores the trial may use (None: all of this machine)
     monitor_interval_s: float = 0.5  # how often torchrun checks its workers (--monitor-interval)
+    # Run a trial even when admission (bench/backends/local/admission.py) finds that its memory
+    # or disk estimate exceeds what this machine has free.
+    allow_overcommit: bool = False
 
     def validate(self) -> None:
         super().validate()

@@ -1,9 +1,21 @@
 """The local backend and its handle: a trial is a torchrun process group on this machine.
 
 torchrun (``torch.distributed.run``, the elastic launcher) starts ``workers`` processes of
-``python -m trainer``. Its ``--max-restarts`` restarts the whole worker group when a worker
-fails, which is what a PyTorchJob with ``restartPolicy: OnFailure`` and ``backoffLimit`` does
-with pods; the trainer resumes from its last checkpoint either way.
+``python -m trainer``. Restarts are the harness's, one torchrun per attempt
+(``--max-restarts=0``): torchrun exits 1 whatever its worker's exit code was, and would restart
+the group even after a failure no restart can fix. So each worker that gives up leaves a
+failure record (``rundir.FailureRecord``: its exit code and ``error:`` line) in
+``<trial>/logs/failures/rank<r>.json``, blank space reserved there before the attempt starts so
+that a full disk cannot stop it; after the attempt:
+
+* a record with a permanent code (1-127: configuration, data, environment, a bug) fails the
+  trial at once, with that worker's ``error:`` line as its reason;
+* otherwise (a worker killed, 128+signal, or the process group broken, 200: ``rundir.retryable``)
+  a new torchrun is started, at most ``backend.backoff_limit`` times, and the trainer resumes
+  from its last checkpoint.
+
+That is Kubeflow's ``restartPolicy: ExitCode`` with ``backoffLimit``, which the Kubernetes
+backend's jobs follow with pods.
 
 Threads: each worker gets ``max(1, cores // workers)`` intra-op threads (OMP_NUM_THREADS and
 ``train.threads``), so the workers together never ask for more cores than the trial may use.
@@ -27,8 +39,14 @@ import psutil
 
 import rundir
 from bench.backends.base import JobState, JobStatus, TrialSpec
+from bench.backends.local import admission
 from bench.backends.local.config import LocalConfig
-from bench.backends.local.processes import process_sampler, torchrun_workers
+from bench.backends.local.processes import (
+    process_sampler,
+    processes_with_argument,
+    stop_processes,
+    torchrun_workers,
+)
 from bench.layout import TrialDir
 from bench.sampling import Sampler
 from bench.store import unusable_folder
@@ -66,59 +84,117 @@ def threads_per_worker(workers: int, cores: int) -> int:
 class LocalHandle:
     def __init__(self, spec: TrialSpec):
         self.spec = spec
-        self.log_path = TrialDir(spec.trial_dir).workers_log
+        folder = TrialDir(spec.trial_dir)
+        self.log_path = folder.workers_log
+        self.failures = folder.failures
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.submitted_at = time.time()
+        self.restarts = 0  # attempts started after the first
+        self.restart_causes: list[str] = []
+        self._cancel_reason: str | None = None
+        self._final: JobStatus | None = None
+        self._start()
+
+    def _start(self) -> None:
+        """Start one attempt: a torchrun of its own, the workers' record files reserved."""
+        spec = self.spec
+        for rank in range(spec.workers):
+            try:
+                rundir.reserve_record(self.failures / f"rank{rank}.json")
+            except OSError:  # no room even for that: a worker may still manage to write it
+                pass
         command = [
             sys.executable, "-m", "torch.distributed.run",
             "--standalone",
             f"--nproc-per-node={spec.workers}",
-            f"--max-restarts={spec.backoff_limit}",
+            "--max-restarts=0",  # the harness restarts (see the module's docstring)
             f"--monitor-interval={spec.backend.monitor_interval_s}",
             "-m", "trainer", *spec.trainer_overrides,
         ]
         env = {**os.environ, **spec.env, "OMP_NUM_THREADS": str(spec.threads_per_worker),
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1",
+               rundir.FAILURE_FILE_ENV: str(self.failures / "rank{rank}.json")}
         self._log = open(self.log_path, "ab")
-        self.submitted_at = time.time()
+        why = f"restart {self.restarts} of at most {spec.backoff_limit} after: " \
+            f"{self.restart_causes[-1]}" if self.restarts else "the first"
+        try:  # a line of our own between the attempts' output
+            self._log.write(f"[harness] attempt {self.restarts + 1} ({why})\n".encode())
+            self._log.flush()
+        except OSError:
+            pass
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True,  # its own process group: cancel() reaches every worker
+            start_new_session=True,  # its own process group: cancel() reaches the agent
             preexec_fn=_die_with_parent,
         )
-        self._cancel_reason: str | None = None
-        self._finished_at: float | None = None
-        self._pids_seen: dict[str, set[int]] = {}
+        self._seen_workers = False  # this attempt's workers were found once
         # The workers found by the last workers() walk, so that poll() can tell that they still
         # run from their own /proc entries instead of walking the process tree every time.
         self._last_workers: dict[str, psutil.Process] = {}
 
     # -- TrialHandle
     def poll(self) -> JobStatus:
+        if self._final is not None:
+            return self._final
         code = self.process.poll()
-        restarts = self._restarts()
         if code is None:
-            state = JobState.RESTARTING if self._restarting() else JobState.RUNNING
-            return JobStatus(state, restarts, submitted_at=self.submitted_at)
-        if self._finished_at is None:
-            self._finished_at = time.time()
-            self._log.close()
+            restarting = self._restarting()
+            return JobStatus(JobState.RESTARTING if restarting else JobState.RUNNING,
+                             self.restarts, self.restart_causes[-1] if restarting and self.restart_causes else None,
+                             self.submitted_at)
+        self._log.close()
         if self._cancel_reason is not None:
-            state, reason = JobState.CANCELLED, self._cancel_reason
-        elif code == 0:
-            state, reason = JobState.SUCCEEDED, None
-        else:
-            state, reason = JobState.FAILED, self._failure_reason(code, restarts)
-        return JobStatus(state, restarts, reason, self.submitted_at, self._finished_at)
+            return self._finish(JobState.CANCELLED, self._cancel_reason)
+        if code == 0:
+            return self._finish(JobState.SUCCEEDED, None)
+        records = self.records()
+        permanent = sorted((r for r in records if not r.retryable), key=lambda r: r.at)
+        if permanent:  # no restart can fix it: fail now, in the worker's own words
+            return self._finish(JobState.FAILED, permanent[0].error)
+        cause = self._cause(code, records)
+        if self.restarts >= self.spec.backoff_limit:
+            prefix = (f"exceeded backoff limit ({self.restarts} restarts); "
+                      if self.spec.backoff_limit > 0 else "")
+            return self._finish(JobState.FAILED, f"{prefix}{cause}; see logs/workers.log")
+        self.restarts += 1
+        self.restart_causes.append(cause)
+        self._start()
+        return JobStatus(JobState.RESTARTING, self.restarts, cause, self.submitted_at)
+
+    def _finish(self, state: JobState, reason: str | None) -> JobStatus:
+        self._stop_leftovers()
+        for path in self.failures.glob("rank*.json"):  # keep only the records there are
+            if rundir.FailureRecord.read(path) is None:
+                path.unlink(missing_ok=True)
+        self._final = JobStatus(state, self.restarts, reason, self.submitted_at, time.time())
+        return self._final
+
+    def records(self) -> list[rundir.FailureRecord]:
+        """The failure records the workers of the last attempt left."""
+        paths = sorted(self.failures.glob("rank*.json")) if self.failures.is_dir() else []
+        return [r for r in (rundir.FailureRecord.read(p) for p in paths) if r is not None]
+
+    def _cause(self, code: int, records: list[rundir.FailureRecord]) -> str:
+        """Why an attempt ended that a restart may fix, as far as the records tell."""
+        if records:
+            first = min(records, key=lambda r: r.at)
+            return f"rank {first.rank}: {first.error}"
+        line = self._last_error_line()
+        if line:
+            return f"torchrun exited with code {code}: {line}"
+        return (f"torchrun exited with code {code} and no worker left a failure record (a worker "
+                "was killed or crashed)")
 
     def workers(self) -> dict[str, int]:
         found = torchrun_workers(self.process.pid)
         live: dict[str, psutil.Process] = {}
         for name, pid in found.items():
-            self._pids_seen.setdefault(name, set()).add(pid)
             try:
                 live[name] = psutil.Process(pid)  # remembers the creation time: no pid reuse
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
+        if live:
+            self._seen_workers = True
         self._last_workers = live
         return found
 
@@ -149,17 +225,19 @@ class LocalHandle:
         return "\n".join(lines[-tail_lines:])
 
     def cancel(self, reason: str) -> None:
-        if self.process.poll() is not None:
+        if self._final is not None or self.process.poll() is not None:
+            self._cancel_reason = self._cancel_reason or reason
             return
         self._cancel_reason = reason
         try:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGTERM)  # the agent stops its workers
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         except ProcessLookupError:
             pass
+        self._stop_leftovers()
 
     def kill_worker(self, rank: int) -> bool:
         """SIGKILL the worker process of rank ``rank``: torchrun restarts the whole group."""
@@ -173,29 +251,34 @@ class LocalHandle:
         return True
 
     # -- helpers
-    def _restarts(self) -> int:
-        """Worker-group restarts so far: distinct pids seen for rank 0, minus one."""
-        return max(0, len(self._pids_seen.get("rank0", ())) - 1)
-
     def _restarting(self) -> bool:
-        """No worker alive although some ran before: torchrun is restarting the group.
+        """A restarted attempt whose workers have not started yet, or an attempt whose workers
+        have all gone while its torchrun still runs (it is stopping the group).
 
         While every worker of the last walk still runs the answer is no, without a walk (the
         walk reads every process of the machine and each descendant's environment); only
         when one of them has gone is the tree walked again.
         """
-        if not self._pids_seen:
-            return False
+        if not self._seen_workers:
+            return self.restarts > 0 and not self.workers()
         if self._last_workers and all(_running(p) for p in self._last_workers.values()):
             return False
         return not self.workers()
 
-    def _failure_reason(self, code: int, restarts: int) -> str:
+    def _last_error_line(self) -> str | None:
         for line in reversed(self.logs(200).splitlines()):
             if "error:" in line:
                 return line.split("error:", 1)[1].strip()
-        prefix = f"exceeded backoff limit ({restarts} restarts); " if restarts >= self.spec.backoff_limit > 0 else ""
-        return f"{prefix}torchrun exited with code {code}; see logs/workers.log"
+        return None
+
+    def _stop_leftovers(self) -> None:
+        """Kill workers of the last walk that outlived their torchrun (it was killed itself)."""
+        for process in self._last_workers.values():
+            if _running(process):
+                try:
+                    process.kill()  # psutil checks that it is still the same process
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
 
 
 def _running(process: psutil.Process) -> bool:
@@ -221,12 +304,33 @@ class LocalBackend:
         )
 
     def preflight(self, trial: Trial) -> None:
-        """data_root must be (or become) a folder of this machine."""
+        """data_root must be (or become) a folder of this machine, and the trial must fit its
+        memory and disk (admission, unless backend.allow_overcommit=true)."""
         data_root = Path(trial.data_root)
         problem = None if data_root.is_dir() else unusable_folder(data_root)
         if problem:
             raise ConfigError(f"data_root={trial.data_root} cannot hold datasets ({problem}): set "
                               "data_root=<a writable folder> or GNN_BENCH_DATA")
+        self._admit(trial.workers, trial.trainer, trial.results_dir, trial.trial_dir)
+
+    def _admit(self, workers: int, trainer: dict, results_dir: str, trial_dir: Path) -> None:
+        if self.config.allow_overcommit:
+            return
+        refused = admission.check(workers, trainer, results_dir, trial_dir)
+        if refused:
+            raise ConfigError(refused)
 
     def submit(self, spec: TrialSpec) -> LocalHandle:
+        """Start the trial, once no process of an earlier run of it is left (the job of a
+        harness that was killed stops on its own within seconds: it is waited for, then
+        killed)."""
+        token = next(o for o in spec.trainer_overrides if o.startswith("run_dir="))
+        stopped = stop_processes(processes_with_argument(token), grace_s=30.0)
+        if stopped:
+            print(f"{spec.trial_id}: {stopped} processes of an earlier run of this trial were "
+                  "still running; stopped them before starting", flush=True)
+        # Admission again, now (the sweep's preflight checked every trial before the first one
+        # ran): what is free may have changed since.
+        self._admit(spec.workers, spec.trainer, str(spec.trial_dir.parent.parent),
+                    spec.trial_dir)
         return LocalHandle(spec)

@@ -17,6 +17,7 @@ Notes on the numbers:
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -178,3 +179,31 @@ def torchrun_workers(agent_pid: int) -> dict[str, int]:
             continue
         workers.setdefault(rank, process.pid)
     return {f"rank{rank}": pid for rank, pid in sorted(workers.items())}
+
+
+def processes_with_argument(argument: str) -> list[psutil.Process]:
+    """The processes of this machine (but this one) with ``argument`` on their command line,
+    e.g. ``run_dir=<path>``: a trial's torchrun agent and its workers."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if process.pid != os.getpid() and argument in (process.info["cmdline"] or ()):
+                found.append(process)
+        except _PROCESS_GONE:
+            continue
+    return found
+
+
+def stop_processes(processes: list[psutil.Process], grace_s: float) -> int:
+    """Wait up to ``grace_s`` for ``processes`` to exit, then kill those left; returns how many
+    there were. psutil checks each one's identity, so a reused pid is never signalled."""
+    if not processes:
+        return 0
+    _, alive = psutil.wait_procs(processes, timeout=grace_s)
+    for process in alive:
+        try:
+            process.kill()
+        except _PROCESS_GONE:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+    return len(processes)
