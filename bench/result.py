@@ -27,7 +27,7 @@ from bench.store import read_json
 from rundir import atomic_write_json
 
 SCHEMA_VERSION = 1
-CURVE_TAGS = ("train/loss", "val/mrr", "val/accuracy", "val/hits@10", "time/epoch_s",
+CURVE_TAGS = ("train/loss", "val/mrr", "val/mrr_se", "val/accuracy", "val/hits@10", "time/epoch_s",
               "train/edges_per_s")
 
 
@@ -98,13 +98,31 @@ class TrialResult:
     epoch_times_s: list[float] = _field(doc="seconds of each epoch (training and validation)",
                                         factory=list)
     val_mrr: float | None = _field(None, "validation MRR, last epoch (OGB protocol)")
+    val_mrr_se: float | None = _field(None, "its standard error over the validation sources")
     val_accuracy: float | None = _field(None, "validation accuracy, last epoch (the study's "
                                               "column)")
     val_hits_at_10: float | None = _field(None, "validation hits@10, last epoch",
                                           json="val_hits@10")
-    test_mrr: float | None = _field(None, "test MRR at the end")
+    test_mrr: float | None = _field(None, "test MRR of the last epoch's weights")
+    test_mrr_se: float | None = _field(None, "its standard error over the test sources")
     test_accuracy: float | None = _field(None, "test accuracy at the end")
     train_loss: float | None = _field(None, "training loss, last epoch")
+    best_epoch: int | None = _field(None, "the epoch of the highest validation MRR")
+    best_val_mrr: float | None = _field(None, "validation MRR of the best epoch")
+    best_val_mrr_se: float | None = _field(None, "its standard error over the validation sources")
+    test_mrr_at_best: float | None = _field(None, "test MRR of the weights after the best "
+                                                  "epoch (as the OGB leaderboard reports)")
+    test_mrr_at_best_se: float | None = _field(None, "its standard error over the test sources")
+    target_mrr: float | None = _field(None, "the dataset's target validation MRR "
+                                            "(`dataset.target_mrr`)")
+    time_to_target_s: float | None = _field(None, "submission to the first validation MRR >= "
+                                                  "the target, seconds (MLPerf's time to "
+                                                  "quality; none: not reached)")
+    epochs_to_target: int | None = _field(None, "that epoch")
+    baselines: dict[str, dict[str, float]] = _field(
+        doc="reference rows `{method: {val_mrr, val_mrr_se, test_mrr, test_mrr_se, val_sources, "
+            "test_sources}}`: parameter-free methods on the same sources and negatives",
+        factory=dict)
     edges_per_s: float | None = _field(None, "training positive edges per second (all workers), "
                                              "mean over epochs")
     cpu_cores: dict[str, Usage] = _field(doc="per worker (`rank<n>`): `{mean, peak}` CPU cores",

@@ -222,6 +222,8 @@ def collect(trial: Trial, spec: TrialSpec, status: JobStatus, sampler: Sampler |
     first_step = scalars.first_wall_time("train/loss_step")
     submitted = status.submitted_at or 0.0
     finished = status.finished_at or time.time()
+    target = trial.resolved["dataset"].get("target_mrr")
+    to_target_s, to_target_epoch = time_to_target(scalars, target, submitted)
     cpu = {w: Usage(u["cpu_mean"], u["cpu_peak"]) for w, u in usage.items()}
     mem = {w: Usage(u["mem_mean_mib"], u["mem_peak_mib"]) for w, u in usage.items()}
     state = "succeeded" if succeeded else (
@@ -246,11 +248,22 @@ def collect(trial: Trial, spec: TrialSpec, status: JobStatus, sampler: Sampler |
         time_startup_s=(first_step - submitted) if first_step and submitted else None,
         epoch_times_s=scalars.values("time/epoch_s"),
         val_mrr=scalars.last("val/mrr"),
+        val_mrr_se=scalars.last("val/mrr_se"),
         val_accuracy=scalars.last("val/accuracy"),
         val_hits_at_10=scalars.last("val/hits@10"),
         test_mrr=scalars.last("test/mrr"),
+        test_mrr_se=scalars.last("test/mrr_se"),
         test_accuracy=scalars.last("test/accuracy"),
         train_loss=scalars.last("train/loss"),
+        best_epoch=_int(scalars.last("best/epoch")),
+        best_val_mrr=scalars.last("best/val_mrr"),
+        best_val_mrr_se=scalars.last("best/val_mrr_se"),
+        test_mrr_at_best=scalars.last("best/test_mrr"),
+        test_mrr_at_best_se=scalars.last("best/test_mrr_se"),
+        target_mrr=target,
+        time_to_target_s=to_target_s,
+        epochs_to_target=to_target_epoch,
+        baselines=summary.get("baselines") or {},
         edges_per_s=_mean(scalars.values("train/edges_per_s")),
         cpu_cores=cpu,
         memory_mib=mem,
@@ -269,6 +282,22 @@ def collect(trial: Trial, spec: TrialSpec, status: JobStatus, sampler: Sampler |
         config=config,
         env=env_info(),
     )
+
+
+def time_to_target(scalars, target: float | None,
+                   submitted: float) -> tuple[float | None, int | None]:
+    """Seconds from submission to the first validation MRR >= ``target`` (MLPerf's time to
+    quality), and that epoch; (None, None) when never reached or no target is set."""
+    if target is None:
+        return None, None
+    for point in scalars.series.get("val/mrr", []):
+        if point.value >= target:
+            return (point.wall_time - submitted if submitted else None), int(point.step)
+    return None, None
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def _mean(values: list[float | None]) -> float | None:

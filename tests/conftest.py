@@ -1,6 +1,6 @@
 """Shared fixtures and process helpers for the trainer tests (tests/test_trainer_*.py).
 
-* ``tiny_root``: the ``tiny`` synthetic preset (1000 nodes), generated once per session into a
+* ``tiny_root``: the ``tiny`` synthetic preset (2,000 nodes), generated once per session into a
   temporary data_root and shared read-only by the tests (a test that damages data copies it).
 * ``run_ranks`` / ``torchrun``: real multi-process runs with the gloo backend on loopback only
   (MASTER_ADDR=127.0.0.1, GLOO_SOCKET_IFNAME=lo), one thread per process.
@@ -128,7 +128,10 @@ def write_script(path: Path, source: str) -> Path:
 # Deterministic full neighbourhoods, no dropout. exclude_target_edges=false: each rank would
 # otherwise drop only its own batch's edges from message passing, a different graph than the
 # union's (by design, so no equivalence is expected then).
-DDP_STEP_OVERRIDES = ["model.fanouts=[-1,-1,-1]", "model.dropout=0.0", "seed=7", "train.lr=0.01",
+# loss=bce: a sum of per-edge terms, so that the 2-rank step equals one step on the union (the
+# in-batch softmax ranks each rank's positives against that rank's batch only).
+DDP_STEP_OVERRIDES = ["model.fanouts=[-1,-1]", "model.dropout=0.0", "seed=7", "train.lr=0.01",
+                      "train.loss=bce",
                       "train.exclude_target_edges=false"]
 EVAL_OVERRIDES = ["model.hidden=64"]
 EVAL_MODEL_SEED = 123

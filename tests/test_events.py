@@ -146,3 +146,16 @@ def test_missing_or_empty_logdir(tmp_path: Path) -> None:
 
     empty = read_scalars(tmp_path)
     assert empty.series == {} and len(empty.problems) == 1
+
+
+def test_time_to_target_is_the_first_epoch_at_or_above_the_target() -> None:
+    from bench.events import EventScalars, ScalarPoint
+    from bench.trial import time_to_target
+
+    scalars = EventScalars(series={"val/mrr": [
+        ScalarPoint(1, 1010.0, 0.10), ScalarPoint(2, 1020.0, 0.31), ScalarPoint(3, 1030.0, 0.29),
+        ScalarPoint(4, 1040.0, 0.40)]})
+    assert time_to_target(scalars, 0.30, 1000.0) == (20.0, 2)  # not the later, higher epoch
+    assert time_to_target(scalars, 0.40, 1000.0) == (40.0, 4)  # >=: reaching it counts
+    assert time_to_target(scalars, 0.50, 1000.0) == (None, None)  # never reached
+    assert time_to_target(scalars, None, 1000.0) == (None, None)  # no target for the dataset

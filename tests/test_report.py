@@ -49,6 +49,7 @@ def write_trial(
     accuracy: float = 0.75,
     setting: dict | None = None,
     tag: str = "hand",
+    extra: dict | None = None,
 ) -> Path:
     """A hand-made trial folder: result.json as the harness writes it, plus resources.csv."""
     trial_id = f"w{workers}-e{epochs}-s{seed}-tiny-{tag}"
@@ -119,6 +120,7 @@ def write_trial(
             "platform": "Linux-test",
         },
     }
+    result.update(extra or {})
     (trial / "result.json").write_text(json.dumps(result))
     lines = ["t,worker,cpu_cores,rss_mib"]
     for step in range(6):
@@ -213,7 +215,7 @@ def test_table_md_shows_mean_plus_minus_interval_runs_and_failed_rows(repeats_sw
     md = (repeats_sweep / "table.md").read_text().splitlines()
     assert md[0].startswith("| No. of workers | Epochs | Time taken (s) | Accuracy |")
     assert "Speedup" in md[0] and "Efficiency" in md[0] and "Runs" in md[0]
-    rows = md[2:]
+    rows = md[2:md.index("")]  # the notes under the table follow a blank line
     assert len(rows) == 5  # 1, 2, 4 workers + the failed 4-worker trial + the incomplete one
     assert rows[0].startswith(f"| 1 | 10 | 100.0 ± {T_975_DF2 * 10 / math.sqrt(3):.1f} |")
     assert "| 1.00 |" in rows[0] and rows[0].endswith("| 3 | succeeded |")
@@ -592,3 +594,83 @@ def test_the_small_nnls_of_the_fits_is_scipys_optimum():
         x, (y, _) = nnls(a, b), reference(a, b)
         assert np.all(x >= 0)
         assert np.linalg.norm(a @ x - b) <= np.linalg.norm(a @ y - b) + 1e-9
+
+
+# --- quality columns and reference rows ---------------------------------------------------------
+
+BASELINES = {
+    "adamic_adar": {"val_mrr": 0.41, "val_mrr_se": 0.012, "test_mrr": 0.40, "test_mrr_se": 0.013,
+                    "val_sources": 1000, "test_sources": 2970},
+    "random": {"val_mrr": 0.0072, "val_mrr_se": 0.0004, "test_mrr": 0.0078,
+               "test_mrr_se": 0.0005, "val_sources": 1000, "test_sources": 2970},
+}
+
+
+def _quality(best: float, se: float, at_best: float, to_target: float | None, epoch: int) -> dict:
+    return {"best_val_mrr": best, "best_val_mrr_se": se, "test_mrr_at_best": at_best,
+            "best_epoch": epoch, "target_mrr": 0.3, "time_to_target_s": to_target,
+            "baselines": BASELINES}
+
+
+def test_table_shows_best_epoch_se_test_at_best_and_time_to_target(tmp_path):
+    sweep = tmp_path / "q"
+    for seed, (best, se, at_best, reach) in enumerate(
+        ((0.50, 0.010, 0.49, 30.0), (0.52, 0.012, 0.50, 40.0), (0.54, 0.014, 0.52, None))
+    ):
+        write_trial(sweep, 2, 10, seed, 60.0, extra=_quality(best, se, at_best, reach, 9 + seed))
+    write_trial(sweep, 4, 10, 0, 50.0, extra=_quality(0.55, 0.02, 0.53, None, 10))
+    table = summarize(load_sweep(sweep))
+    two = table[table["workers"] == 2].iloc[0]
+    mean, half, _ = mean_ci([0.50, 0.52, 0.54])
+    assert two["best_val_mrr"] == pytest.approx(mean)
+    assert two["best_val_mrr_ci95"] == pytest.approx(half)
+    assert two["best_val_mrr_se"] == pytest.approx(0.012)  # the runs' SEs averaged
+    assert two["test_mrr_at_best"] == pytest.approx((0.49 + 0.50 + 0.52) / 3)
+    assert two["best_epoch_text"] == "9,10,11"
+    assert two["time_to_target_text"].endswith("(2/3 runs)")
+    assert two["time_to_target_s"] == pytest.approx(35.0)  # over the runs that reached it
+    four = table[table["workers"] == 4].iloc[0]
+    assert four["time_to_target_text"] == "not reached"
+    from bench.report import to_markdown
+
+    md = to_markdown(table)
+    header = md.splitlines()[0]
+    for column in ("Best val MRR", "SE", "Best epoch", "Test MRR (best)", "Time to target (s)"):
+        assert f"| {column} |" in header
+    assert "| 0.5200 ± " in md and "not reached" in md
+    assert "Target validation MRR (time to target): 0.3." in md
+
+
+def test_baseline_rows_appear_under_table_1_and_in_their_own_csv(tmp_path):
+    sweep = tmp_path / "b"
+    write_trial(sweep, 2, 10, 0, 60.0, extra=_quality(0.5, 0.01, 0.49, 30.0, 10))
+    write_trial(sweep, 4, 10, 0, 50.0, extra=_quality(0.5, 0.01, 0.49, 30.0, 10))
+    from bench.report import to_markdown
+    from bench.report.table import write_tables
+
+    table = summarize(load_sweep(sweep))
+    rows = table.attrs["baselines"]
+    assert [r["method"] for r in rows] == ["adamic_adar", "random"]  # once per dataset, not per trial
+    md = to_markdown(table)
+    reference = md.split("Reference rows", 1)[1]
+    assert "| Adamic-Adar | 0.4100 ± 0.0120 | 0.4000 ± 0.0130 | 1,000/2,970 |" in reference
+    assert "| random | 0.0072 ± 0.0004 |" in reference
+    paths = write_tables(table, sweep)
+    assert "adamic_adar" in paths["baselines"].read_text()
+
+
+def test_tiny_tables_say_their_mrr_is_not_on_citation2s_scale(repeats_sweep):
+    from bench.report import to_markdown
+
+    assert "not on ogbl-citation2's scale" in to_markdown(summarize(load_sweep(repeats_sweep)))
+
+
+def test_the_curve_plot_draws_the_baselines(tmp_path):
+    from bench.report.plots import plot_curves
+
+    sweep = tmp_path / "c"
+    write_trial(sweep, 2, 10, 0, 60.0, extra=_quality(0.5, 0.01, 0.49, 30.0, 10))
+    fig = plot_curves(load_sweep(sweep))
+    lines = [ln for ln in fig.axes[0].get_lines() if str(ln.get_label()).startswith("baseline:")]
+    assert sorted(round(ln.get_ydata()[0], 4) for ln in lines) == [0.0072, 0.41]
+    assert not [ln for ln in fig.axes[1].get_lines() if str(ln.get_label()).startswith("baseline")]

@@ -41,7 +41,7 @@ BAD_VALUES = [
     ("workers=abc", "workers=abc is invalid"),
     ("backend=nope", "backend=nope is unknown"),
     ("dataset=nope", "dataset=nope is unknown"),
-    ("model.fanouts=[10,5]", "model.fanouts has 2 entries"),
+    ("model.fanouts=[10,5,3]", "model.fanouts has 3 entries"),
     ("train.batch_size=0", "train.batch_size=0 is invalid"),
     ("nokey=1", "nokey is not a config key"),
 ]
@@ -95,8 +95,11 @@ def test_two_trial_multirun_writes_results_and_table_then_skips_on_rerun(tmp_pat
 
     table = (tmp_path / "res" / "s" / "table.md").read_text().splitlines()
     assert table[0].startswith("| No. of workers | Epochs |")
-    assert len(table) == 4  # header, rule, two rows
+    assert table[4] == ""  # header, rule, two rows, then the reference rows and notes
     assert table[2].startswith("| 1 | 2 |") and table[3].startswith("| 2 | 2 |")
+    assert table[5].startswith("Reference rows: parameter-free methods")
+    assert any(line.startswith("| Adamic-Adar | ") for line in table[6:])
+    assert any("not on ogbl-citation2's scale" in line for line in table[6:])
     assert f"{results[0]['val_mrr']:.4f}" in table[2]
     assert "Table 1" in out.stdout
 

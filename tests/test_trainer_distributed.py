@@ -42,8 +42,11 @@ main(sys.argv[1:])
 """
 
 
+TINY_STEPS = compose(["dataset=tiny"]).train.steps_per_epoch  # tiny's epochs: capped steps
+
+
 def _steps_per_epoch(num_train_edges: int, world: int = 2) -> int:
-    return math.ceil((num_train_edges // world) / BATCH_SIZE)
+    return min(math.ceil((num_train_edges // world) / BATCH_SIZE), TINY_STEPS)
 
 
 def _load(path: Path) -> dict:
@@ -72,7 +75,7 @@ def test_torchrun_two_epochs_writes_results(two_epoch_run, tiny_graph) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["world_size"] == 2
     assert summary["resumed_from_epoch"] is None
-    assert summary["num_nodes"] == 1000
+    assert summary["num_nodes"] == 2000
     assert summary["num_train_edges"] == tiny_graph.num_train_edges
     assert len(summary["epoch_times_s"]) == 2 and all(t > 0 for t in summary["epoch_times_s"])
     # Random scores give MRR ~0.0075 (1000 negatives), the untrained model (seed 0) ~0.01 and
@@ -94,9 +97,9 @@ def test_torchrun_two_epochs_writes_results(two_epoch_run, tiny_graph) -> None:
     assert [h["epoch"] for h in history] == [1.0, 2.0]
     assert history[1]["train/loss"] < history[0]["train/loss"]
     assert history[-1]["val/mrr"] == summary["val_mrr"]
-    # Both ranks' edges are counted: the shard of each is num_edges // 2.
-    assert history[0]["train/edges"] == 2 * (tiny_graph.num_train_edges // 2)
+    # Both ranks' edges are counted: each takes `steps` batches of its shard (num_edges // 2).
     steps = _steps_per_epoch(tiny_graph.num_train_edges)
+    assert history[0]["train/edges"] == 2 * min(tiny_graph.num_train_edges // 2, steps * BATCH_SIZE)
     assert history[0]["train/steps"] == steps
     assert int(state["optimizer"]["state"][0]["step"]) == 2 * steps
 
@@ -111,6 +114,24 @@ def test_torchrun_two_epochs_writes_results(two_epoch_run, tiny_graph) -> None:
                                                          rel=1e-6)
     assert scalars.steps("test/mrr") == [2]
     assert scalars.last("test/mrr") == pytest.approx(summary["test_mrr"], rel=1e-6)
+
+    # The OGB leaderboard's figures: the best validation epoch and test MRR at it.
+    curve = [h["val/mrr"] for h in history]
+    assert summary["val_mrr_curve"] == pytest.approx(curve)
+    assert summary["best_val_mrr"] == pytest.approx(max(curve))
+    assert summary["best_epoch"] == 1 + curve.index(max(curve))
+    assert scalars.last("best/test_mrr") == pytest.approx(summary["test_mrr_at_best"], rel=1e-6)
+    if summary["best_epoch"] == 2:  # the last model is the best: no second test evaluation
+        assert summary["test_mrr_at_best"] == summary["test_mrr"]
+    n_valid = tiny_graph.split["valid"]["source_node"].numel()
+    se = summary["val_mrr_se"]
+    assert 0 < se < 0.5 and se == pytest.approx(history[-1]["val/mrr_se"])
+    # The reference rows ride along in summary.json, on the same sources as the evaluation.
+    from trainer.data.baselines import METHODS
+
+    assert set(summary["baselines"]) == set(METHODS)
+    assert summary["baselines"]["random"]["val_sources"] == min(1000, n_valid)
+    assert summary["baselines"]["random"]["val_mrr"] < 0.05
     assert scalars.steps("train/loss_step") == [0, steps]  # log_every=20 > steps per epoch
 
 
@@ -308,3 +329,25 @@ def test_resumed_run_equals_uninterrupted_run(resumed_run, tmp_path: Path,
         assert a["history"][2][key] == pytest.approx(b["history"][2][key], abs=1e-6), key
     for name, value in a["model"].items():
         assert torch.allclose(value, b["model"][name], atol=1e-6), name
+
+
+def test_test_at_best_evaluates_the_best_epochs_weights_and_restores_the_last(tiny_root: Path,
+                                                                             tmp_path: Path) -> None:
+    cfg = compose(tiny_overrides(tiny_root, tmp_path / "run", "epochs=3", *MODEL))
+    trainer = Trainer(cfg)
+    trainer.setup()
+    trainer.train_epoch(1)
+    first = trainer.evaluate("valid", None)
+    trainer.best.offer(1, first, trainer.model)
+    after_one = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train_epoch(2)
+    worse = {**trainer.evaluate("valid", None), "val/mrr": -1.0}  # never better than epoch 1
+    trainer.best.offer(2, worse, trainer.model)
+    last = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.epochs = 2
+    best = trainer.test_at_best(trainer.evaluate("test", None))
+    assert best["best/epoch"] == 1 and best["best/val_mrr"] == first["val/mrr"]
+    assert all(torch.equal(v, last[k]) for k, v in trainer.model.state_dict().items())  # restored
+    trainer.model.load_state_dict(after_one)
+    assert best["best/test_mrr"] == pytest.approx(trainer.evaluate("test", None)["test/mrr"])
+    trainer.close()

@@ -17,7 +17,7 @@ from trainer.__main__ import main
 # (override, text the error line must contain: the key and the bad value or the problem)
 BAD_VALUES = [
     ("model.num_layers=0", "model.num_layers=0"),
-    ("model.fanouts=[10,5]", "model.fanouts"),
+    ("model.fanouts=[10,5,3]", "model.fanouts"),
     ("train.batch_size=0", "train.batch_size=0"),
     ("dataset=nope", "dataset=nope"),
     ("epochs=abc", "epochs=abc"),
@@ -65,13 +65,13 @@ def test_bad_value_exits_2_with_one_line(override: str, names: str, tmp_path: Pa
 
 def test_bad_value_under_torchrun_fails_every_rank(tmp_path: Path, tiny_root: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = torchrun(["-m", "trainer", *tiny_overrides(tiny_root, run_dir, "model.fanouts=[10,5]")])
+    proc = torchrun(["-m", "trainer", *tiny_overrides(tiny_root, run_dir, "model.fanouts=[10,5,3]")])
     assert proc.returncode != 0
     errors = _error_lines(proc.stderr)
     # Each rank validates on its own; torchrun stops the group as soon as the first one exits,
     # so the other rank either prints the same line or is terminated before it gets there.
     assert 1 <= len(errors) <= 2, proc.stderr
-    assert all("model.fanouts has 2 entries but model.num_layers=3" in e for e in errors)
+    assert all("model.fanouts has 3 entries but model.num_layers=2" in e for e in errors)
     assert "[rank0]: Traceback" not in proc.stderr and "[rank1]: Traceback" not in proc.stderr
     assert not run_dir.exists()
 

@@ -141,7 +141,7 @@ def test_sparse_aggregation_equals_scatter_path(tiny_graph, aggr: str, fanouts: 
     forward and backward, also with repeated neighbours (sampling draws with replacement)."""
     from trainer.sampler import drop_edges
 
-    cfg = compose(["dataset=tiny", f"model.aggr={aggr}",
+    cfg = compose(["dataset=tiny", f"model.aggr={aggr}", f"model.num_layers={len(fanouts)}",
                    f"model.fanouts=[{','.join(map(str, fanouts))}]", "model.hidden=32"])
     model = _model(cfg).train()
     sampler = NeighborSampler(tiny_graph.indptr, tiny_graph.indices, fanouts)

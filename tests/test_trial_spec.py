@@ -11,7 +11,7 @@ from trainer.config import resolve_plain, trainer_keys
 
 CASES = [
     ["dataset=tiny"],
-    ["dataset=tiny", "train.lr=0.01", "model.fanouts=[5,4,-1]", "train.steps_per_epoch=7"],
+    ["dataset=tiny", "train.lr=0.01", "model.fanouts=[5,-1]", "train.steps_per_epoch=7"],
     ["dataset=small", "model=sage_seed", "seed=3", "epochs=11", "model.dropout=0.25"],
     ["dataset=tiny", "data_root='/tmp/a b,c\\'d'", "train.exclude_target_edges=false",
      "train.eval_sources=null", "dataset.avg_degree=7.5", "workers=3"],

@@ -44,15 +44,19 @@ class ConfigError(ValueError):
 class DatasetConf:
     name: str = MISSING  # preset: tiny | small | medium | full | ogbl_citation2
     synthetic: bool = True
-    # Synthetic generator (ignored for the real dataset).
+    # Synthetic generator (ignored for the real dataset); see trainer/data/synthetic.py.
     num_nodes: int = 10_000
-    avg_degree: float = 10.0  # mean references per paper (ogbl-citation2: 10.4)
-    num_topics: int = 20
-    subtopics_per_topic: int = 10
+    avg_degree: float = 11.7  # mean references drawn per paper; ~11% are duplicates, dropped,
+    # which leaves ogbl-citation2's 10.4 citations a paper
+    num_topics: int = 20  # clusters of the latent map of science
+    reach: float = 50.0  # papers within one standard deviation of a local reference's offset
     feat_dim: int = 128
     eval_fraction: float = 0.0297  # validation (and test) sources per node, as in ogbl-citation2
     num_neg: int = 1000  # negatives per validation/test source (the OGB protocol)
     gen_seed: int = 0
+    # Training and reporting on this dataset.
+    steps_per_epoch: int | None = None  # default of train.steps_per_epoch (OGB: 1,000 a epoch)
+    target_mrr: float | None = None  # "time to quality": first epoch with validation MRR >= this
 
 
 @dataclass
@@ -64,12 +68,20 @@ class ModelConf:
     dropout: float = 0.0
     predictor: str = "dot"  # dot (as in the study) | mlp (as in the OGB reference)
     fanouts: list[int] = field(default_factory=lambda: [15, 10, 5])  # one per layer; -1 = all
+    # The training recipe that goes with the model: train.lr and train.loss default to these.
+    lr: float = 0.001
+    loss: str = "bce"  # bce | softmax (see TrainConf.loss)
 
 
 @dataclass
 class TrainConf:
     batch_size: int = 512  # positive edges per worker per step
-    lr: float = 0.001
+    lr: float = 0.001  # Adam (conf/config.yaml: model.lr unless set)
+    num_negatives: int = 1  # random negative targets per positive edge (the OGB example: 1)
+    # bce: binary cross-entropy on positives and their negatives (the OGB example);
+    # softmax: each positive also ranked against all the batch's other targets and negatives
+    # (cross-entropy over the batch, plus the BCE terms, which keep scores calibrated at 0).
+    loss: str = "bce"  # (conf/config.yaml: model.loss unless set)
     steps_per_epoch: int | None = None  # None: a full pass over the training edges
     exclude_target_edges: bool = True  # drop a batch's positive edges from its message passing
     eval_sources: int | None = 1000  # validation sources scored each epoch (None: all)
@@ -123,9 +135,16 @@ def validate_trainer(cfg: DictConfig) -> None:
         if dataset.avg_degree <= 0:
             raise ConfigError(f"dataset.avg_degree={dataset.avg_degree} must be > 0")
         positive("dataset.num_topics", dataset.num_topics, "e.g. dataset.num_topics=20")
-        positive("dataset.subtopics_per_topic", dataset.subtopics_per_topic, "e.g. 10")
+        if dataset.reach <= 0:
+            raise ConfigError(f"dataset.reach={dataset.reach} must be > 0 (e.g. dataset.reach=50)")
         positive("dataset.feat_dim", dataset.feat_dim, "e.g. dataset.feat_dim=128")
         positive("dataset.num_neg", dataset.num_neg, "e.g. dataset.num_neg=1000")
+        if dataset.num_neg > dataset.num_nodes // 2:
+            raise ConfigError(
+                f"dataset.num_neg={dataset.num_neg} is too many for dataset.num_nodes="
+                f"{dataset.num_nodes}: each source needs that many older papers it does not cite; "
+                f"use dataset.num_nodes >= {2 * dataset.num_neg} or fewer negatives"
+            )
         if not 0 < dataset.eval_fraction < 0.5:
             raise ConfigError(f"dataset.eval_fraction={dataset.eval_fraction} must be in (0, 0.5)")
     positive("model.num_layers", model.num_layers, "e.g. model.num_layers=3")
@@ -145,9 +164,17 @@ def validate_trainer(cfg: DictConfig) -> None:
     if any(f == 0 or f < -1 for f in fanouts):
         raise ConfigError(f"model.fanouts={fanouts} is invalid: use positive counts or -1 (all)")
     positive("train.batch_size", train.batch_size, "e.g. train.batch_size=512")
+    positive("train.num_negatives", train.num_negatives, "e.g. train.num_negatives=1")
+    if train.loss not in ("bce", "softmax"):
+        raise ConfigError(f"train.loss={train.loss} is unknown: use bce or softmax")
+    if train.loss == "softmax" and model.predictor != "dot":
+        raise ConfigError("train.loss=softmax scores every pair of the batch and needs "
+                          "model.predictor=dot (or use train.loss=bce)")
     if train.lr <= 0:
         raise ConfigError(f"train.lr={train.lr} must be > 0")
     positive("train.steps_per_epoch", train.steps_per_epoch, "or null", allow_none=True)
+    if dataset.target_mrr is not None and not 0 < dataset.target_mrr <= 1:
+        raise ConfigError(f"dataset.target_mrr={dataset.target_mrr} must be in (0, 1] (or null)")
     positive("train.eval_sources", train.eval_sources, "or null for all", allow_none=True)
     positive("train.test_sources", train.test_sources, "or null for all", allow_none=True)
     positive("train.eval_batch_nodes", train.eval_batch_nodes, "e.g. 65536")

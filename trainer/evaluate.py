@@ -17,7 +17,7 @@ from trainer.model import LinkModel
 _EVALUATOR: Evaluator | None = None
 
 
-def _evaluator() -> Evaluator:
+def evaluator() -> Evaluator:
     global _EVALUATOR
     if _EVALUATOR is None:
         _EVALUATOR = Evaluator(name="ogbl-citation2")
@@ -28,12 +28,17 @@ def link_metrics(pos: torch.Tensor, neg: torch.Tensor) -> dict[str, float]:
     """MRR and hits@k by the OGB Evaluator (ties count half), and the study's accuracy.
 
     ``pos``: (n,) logits of true edges; ``neg``: (n, k) logits of their negatives. Accuracy is
-    binary accuracy of sigmoid(logit) >= 0.5 on the n positives and the first negative of each.
+    binary accuracy of sigmoid(logit) >= 0.5 on the n positives and the first negative of each
+    (the study's column: it depends on where the logits sit around 0, which the ranking metrics
+    ignore, so it can move against MRR between models).
     """
-    out = _evaluator().eval({"y_pred_pos": pos.float(), "y_pred_neg": neg.float()})
+    out = evaluator().eval({"y_pred_pos": pos.float(), "y_pred_neg": neg.float()})
     correct = (pos >= 0).sum() + (neg[:, 0] < 0).sum()
+    rr = out["mrr_list"].double()
     return {
-        "mrr": out["mrr_list"].mean().item(),
+        "mrr": rr.mean().item(),
+        # Standard error of the MRR over sources (sample standard deviation / sqrt(n)).
+        "mrr_se": (rr.std() / rr.numel() ** 0.5).item() if rr.numel() > 1 else float("nan"),
         "hits@1": out["hits@1_list"].mean().item(),
         "hits@10": out["hits@10_list"].mean().item(),
         "accuracy": correct.item() / (2 * pos.numel()),

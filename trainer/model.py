@@ -199,7 +199,23 @@ class LinkModel(nn.Module):
         return dot_predictor(a, b) if self.predictor is None else self.predictor(a, b)
 
     def forward(self, x: torch.Tensor, sub: Subgraph, src: torch.Tensor, dst: torch.Tensor,
-                neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits of positive edges (src, dst) and negative edges (src, neg); ids are seed-local."""
+                neg: torch.Tensor, in_batch: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of positive edges (src, dst) and negative edges; ids are seed-local. ``neg``
+        holds k negative targets per positive, grouped by positive (src[i]'s are
+        ``neg[i * k : (i + 1) * k]``).
+
+        With ``in_batch``, every source is also scored against every other positive's target
+        and every negative of the batch: the negatives are then a (b, b - 1 + b * k) matrix
+        (row i: all candidates but its own target), for a sampled-softmax loss. (One forward
+        for both modes, so that DDP synchronises the gradients either way.)
+        """
         h = self.encoder(x, sub)
-        return self.score(h[src], h[dst]), self.score(h[src], h[neg])
+        hs = h[src]
+        if in_batch:
+            cand = h[torch.cat([dst, neg])]
+            logits = hs @ cand.t()  # (b, b + b * k) dot products (validate: dot predictor only)
+            b = src.numel()
+            own = torch.eye(b, logits.shape[1], dtype=torch.bool, device=logits.device)
+            return logits[own], logits[~own].view(b, -1)
+        k = neg.numel() // max(src.numel(), 1)
+        return self.score(hs, h[dst]), self.score(hs.repeat_interleave(k, dim=0), h[neg])

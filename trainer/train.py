@@ -26,7 +26,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import rundir
 from rundir import CheckpointInfo, atomic_write_bytes, atomic_write_json
-from trainer.data.dataset import Graph, load_graph
+from trainer.data.dataset import Graph, baseline_summary, load_graph
 from trainer.evaluate import evaluate
 from trainer.model import LinkModel
 from trainer.sampler import NeighborSampler, drop_edges
@@ -38,7 +38,8 @@ class CheckpointError(RuntimeError):
 
 @dataclass
 class Batch:
-    """Positive edges (src -> dst) and one sampled negative target per positive."""
+    """Positive edges (src -> dst) and ``train.num_negatives`` sampled negative targets per
+    positive (``neg``, grouped by positive)."""
 
     src: torch.Tensor
     dst: torch.Tensor
@@ -50,6 +51,33 @@ class History:
     """Per-epoch figures, carried across restarts inside the checkpoint."""
 
     epochs: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Best:
+    """The epoch with the highest validation MRR so far and the model weights after it (the
+    OGB leaderboard reports test MRR at the best validation epoch); kept in the checkpoint."""
+
+    epoch: int = 0
+    val_mrr: float = float("-inf")
+    val_mrr_se: float = float("nan")
+    state: dict[str, torch.Tensor] | None = None
+
+    def offer(self, epoch: int, figures: dict[str, float], model: torch.nn.Module) -> None:
+        if figures["val/mrr"] > self.val_mrr:
+            self.epoch, self.val_mrr = epoch, figures["val/mrr"]
+            self.val_mrr_se = figures.get("val/mrr_se", float("nan"))
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "val_mrr": self.val_mrr, "val_mrr_se": self.val_mrr_se,
+                "model": self.state}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> Best:
+        if not d:
+            return cls()
+        return cls(int(d["epoch"]), float(d["val_mrr"]), float(d["val_mrr_se"]), d["model"])
 
 
 def mix_seed(*values: int) -> int:
@@ -92,13 +120,15 @@ class EpochSteps:
     dst: torch.Tensor
     num_nodes: int
     gen: torch.Generator
+    num_negatives: int = 1
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __iter__(self) -> Iterator[Batch]:
         for ids in self.ids:
-            neg = torch.randint(0, self.num_nodes, (ids.numel(),), generator=self.gen)
+            neg = torch.randint(0, self.num_nodes, (ids.numel() * self.num_negatives,),
+                                generator=self.gen)
             yield Batch(self.src[ids], self.dst[ids], neg)
 
 
@@ -132,6 +162,7 @@ class Trainer:
     def __init__(self, cfg):
         self.dataset_cfg, self.model_cfg, self.train_cfg = cfg.dataset, cfg.model, cfg.train
         self.epochs, self.seed = int(cfg.epochs), int(cfg.seed)
+        self.num_negatives = int(cfg.train.num_negatives)
         self.data_root = cfg.data_root
         self.run_dir = Path(cfg.run_dir)
         self.rank, self.world, self.local_rank = 0, 1, 0
@@ -141,6 +172,8 @@ class Trainer:
         self.step_writer: SummaryWriter | None = None
         self.start_epoch = 1
         self.history = History()
+        self.best = Best()
+        self.baselines: dict[str, dict[str, float]] | None = None
         self.first_step_time: float | None = None
         self.time_start = time.time()
         self.profile: StepProfile | None = None  # benchmarks set it to time train_step's phases
@@ -196,6 +229,10 @@ class Trainer:
         self.graph = load_graph(self.dataset_cfg, self.data_root)
         self.load_seconds = time.perf_counter() - started
         self.init_distributed()
+        if self.rank == 0:
+            self.baselines = baseline_summary(self.dataset_cfg, self.data_root, self.graph,
+                                              self.train_cfg.eval_sources,
+                                              self.train_cfg.test_sources)
         torch.manual_seed(self.seed)
         model = LinkModel(self.graph.x.shape[1], self.model_cfg).to(self.device)
         self.model = model
@@ -236,9 +273,16 @@ class Trainer:
         sub.edge_index = sub.edge_index.to(self.device)
         inverse = inverse.to(self.device)
         clock("gather")
-        pos, neg = self.ddp(x, sub, inverse[:b], inverse[b : 2 * b], inverse[2 * b :])
+        in_batch = self.train_cfg.loss == "softmax"
+        pos, neg = self.ddp(x, sub, inverse[:b], inverse[b : 2 * b], inverse[2 * b :], in_batch)
+        # The OGB example's loss: BCE on the positives and on the negatives. It also keeps the
+        # scores calibrated around 0, which the study's accuracy (threshold 0) relies on.
         loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + \
             F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg))
+        if in_batch:  # plus: rank each positive first among all the batch's other candidates
+            logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
+            loss = loss + F.cross_entropy(logits, torch.zeros(b, dtype=torch.long,
+                                                              device=logits.device))
         clock("forward")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -261,7 +305,7 @@ class Trainer:
         gen = torch.Generator().manual_seed(mix_seed(self.seed, epoch, self.rank, 1))
         torch.manual_seed(mix_seed(self.seed, epoch, self.rank, 2))  # dropout: exact on resume
         return EpochSteps(ids, train["source_node"], train["target_node"], self.graph.num_nodes,
-                          gen)
+                          gen, self.train_cfg.num_negatives)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         steps = self.epoch_steps(epoch)
@@ -306,6 +350,7 @@ class Trainer:
             "epoch": epoch,
             "rng": torch.get_rng_state(),
             "history": self.history.epochs,
+            "best": self.best.to_dict(),
         }
         buf = io.BytesIO()
         torch.save(state, buf)
@@ -322,6 +367,7 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             rng, epoch, history = state["rng"], int(state["epoch"]), list(state["history"])
+            best = Best.from_dict(state.get("best"))
         except Exception as exc:  # torch raises several types for a damaged file
             detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             raise CheckpointError(
@@ -330,6 +376,7 @@ class Trainer:
         torch.set_rng_state(rng.cpu())
         self.start_epoch = epoch + 1
         self.history.epochs = history
+        self.best = best
         if self.rank == 0:
             print(f"resuming from {path} at epoch {self.start_epoch}", flush=True)
 
@@ -343,17 +390,37 @@ class Trainer:
             figures["time/epoch_s"] = time.perf_counter() - started
             figures["epoch"] = float(epoch)
             self.history.epochs.append(figures)
+            self.best.offer(epoch, figures, self.model)
             self.log(epoch, figures)
             self.save_checkpoint(epoch)
         test = self.evaluate("test", self.train_cfg.test_sources)
         self.test_eval_seconds = test["time/eval_s"]
         self.log(self.epochs, {k: v for k, v in test.items() if k.startswith("test/")})
-        summary = self.summary(test)
+        best = self.test_at_best(test)
+        self.log(self.epochs, best)
+        summary = self.summary(test, best)
         if self.rank == 0:
             self.log_hparams(summary)
             atomic_write_json(self.run_dir / rundir.SUMMARY, summary)
             print("summary " + json.dumps({k: summary[k] for k in ("val_mrr", "val_accuracy", "test_mrr")}), flush=True)
         return summary
+
+    def test_at_best(self, last_test: dict[str, float]) -> dict[str, float]:
+        """Test figures of the weights after the best validation epoch (``best/*``); the last
+        model's test figures when that was the last epoch (no second evaluation)."""
+        out = {"best/epoch": float(self.best.epoch), "best/val_mrr": self.best.val_mrr,
+               "best/val_mrr_se": self.best.val_mrr_se}
+        if self.best.state is not None and self.best.epoch != self.epochs:
+            current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(self.best.state)
+            test = self.evaluate("test", self.train_cfg.test_sources)
+            self.model.load_state_dict(current)
+            self.test_eval_seconds = (self.test_eval_seconds or 0.0) + test["time/eval_s"]
+        else:
+            test = last_test
+        for key in ("mrr", "mrr_se", "accuracy", "hits@10"):
+            out[f"best/test_{key}"] = test[f"test/{key}"]
+        return out
 
     def log(self, step: int, figures: dict[str, float]) -> None:
         if self.rank != 0:
@@ -365,7 +432,8 @@ class Trainer:
         if "val/mrr" in figures:
             print(
                 f"epoch {step}/{self.epochs} loss {figures['train/loss']:.4f} "
-                f"val_mrr {figures['val/mrr']:.4f} val_acc {figures['val/accuracy']:.4f} "
+                f"val_mrr {figures['val/mrr']:.4f} ± {figures['val/mrr_se']:.4f} "
+                f"val_acc {figures['val/accuracy']:.4f} "
                 f"time {figures['time/epoch_s']:.2f}s edges/s {figures['train/edges_per_s']:.0f}",
                 flush=True,
             )
@@ -382,17 +450,21 @@ class Trainer:
             "predictor": str(self.model_cfg.predictor),
             "batch_size": int(self.train_cfg.batch_size),
             "lr": float(self.train_cfg.lr),
+            "loss": str(self.train_cfg.loss),
+            "num_negatives": int(self.train_cfg.num_negatives),
+            "steps_per_epoch": int(self.train_cfg.steps_per_epoch or 0),
             "fanouts": ",".join(str(f) for f in self.model_cfg.fanouts),
         }
         metrics = {
             f"hparam/{k}": float(summary[k])
-            for k in ("val_mrr", "val_accuracy", "test_mrr", "test_accuracy")
+            for k in ("val_mrr", "val_accuracy", "test_mrr", "test_accuracy", "best_val_mrr",
+                      "test_mrr_at_best")
             if summary.get(k) is not None
         }
         metrics["hparam/train_time_s"] = float(sum(summary["epoch_times_s"]))
         self.writer.add_hparams(hparams, metrics, run_name=".")
 
-    def summary(self, test: dict[str, float]) -> dict:
+    def summary(self, test: dict[str, float], best: dict[str, float]) -> dict:
         last = self.history.epochs[-1] if self.history.epochs else {}
         return {
             "epochs": self.epochs,
@@ -401,12 +473,25 @@ class Trainer:
             "restart_count": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)),
             "resumed_from_epoch": self.start_epoch if self.start_epoch > 1 else None,
             "val_mrr": last.get("val/mrr"),
+            "val_mrr_se": last.get("val/mrr_se"),
             "val_accuracy": last.get("val/accuracy"),
             "val_hits@10": last.get("val/hits@10"),
             "train_loss": last.get("train/loss"),
             "test_mrr": test.get("test/mrr"),
+            "test_mrr_se": test.get("test/mrr_se"),
             "test_accuracy": test.get("test/accuracy"),
             "test_hits@10": test.get("test/hits@10"),
+            # The OGB leaderboard's figures: the epoch with the best validation MRR and the
+            # test MRR of the weights after it.
+            "best_epoch": int(best["best/epoch"]),
+            "best_val_mrr": best["best/val_mrr"],
+            "best_val_mrr_se": best["best/val_mrr_se"],
+            "test_mrr_at_best": best["best/test_mrr"],
+            "test_mrr_at_best_se": best["best/test_mrr_se"],
+            "val_mrr_curve": [e.get("val/mrr") for e in self.history.epochs],
+            "val_mrr_se_curve": [e.get("val/mrr_se") for e in self.history.epochs],
+            # Parameter-free methods on the same sources and negatives (trainer/data/baselines.py).
+            "baselines": self.baselines,
             "epoch_times_s": [e["time/epoch_s"] for e in self.history.epochs],
             "edges_per_s": [e["train/edges_per_s"] for e in self.history.epochs],
             "train_times_s": [e.get("time/train_s") for e in self.history.epochs],

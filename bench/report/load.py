@@ -159,7 +159,7 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
         bool(f) if isinstance(f, bool | np.bool_) else bool(d)
         for f, d in zip(flag, derived, strict=True)
     ]
-    for column in ("curves", "cpu_cores", "memory_mib", "config", "env"):
+    for column in ("curves", "cpu_cores", "memory_mib", "config", "env", "baselines"):
         if column not in df:
             df[column] = None
         df[column] = [v if isinstance(v, dict) else {} for v in df[column]]

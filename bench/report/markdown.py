@@ -15,8 +15,19 @@ HOW_TO_READ = """\
 How to read it: one row per number of workers and epoch budget. *Time taken* is from
 submission to completion as the user waits for it (start-up, data loading, rendezvous,
 training, evaluation); *Startup* is submission to the first training step. *Accuracy* is the
-binary accuracy of sigmoid(score) >= 0.5 on validation positives and as many negatives; MRR is
-the OGB ogbl-citation2 protocol (random scoring gives ~0.0075). *Speedup* is the time taken at
+binary accuracy of sigmoid(score) >= 0.5 on validation positives and as many negatives (the
+study's column, kept as defined there); MRR is the OGB ogbl-citation2 protocol (each positive
+ranked against its 1,000 negatives; random scoring gives ~0.0075). The two measure different
+things: accuracy depends on where the scores sit around the threshold 0 and on one negative,
+MRR only on the order of the scores, so accuracy can stay flat or move the other way while MRR
+improves (compare rows by MRR). *Val MRR (last)* is the last epoch's; *Best val MRR* the best
+epoch's (*Best epoch*), with *SE* its standard error over the validation sources (the sampling
+error of one run); *Test MRR (best)* is the test MRR of the weights after the best validation
+epoch, as the OGB leaderboard reports it. *Time to target* is the time from submission to the
+first validation MRR at or above the dataset's target (MLPerf's time to quality; "not reached"
+when no epoch got there). The reference rows under the table score the same sources and
+negatives with parameter-free methods: a trained row below them learned less than they know
+without training. *Speedup* is the time taken at
 the smallest worker count of the same epoch budget divided by this row's; *Efficiency* is
 speedup x smallest workers / workers (1.00 = perfect scaling). *CPU cores* and *Memory* are per
 worker, averaged over the run. With repeats, a cell reads mean ± half-width of the 95%

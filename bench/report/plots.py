@@ -252,7 +252,8 @@ def plot_curves(df: pd.DataFrame, tags: tuple[str, ...] = ("val/mrr", "val/accur
     """Validation MRR and accuracy against epoch, one line per trial (from the event files).
 
     Lines are coloured by worker count; up to 12 trials each get a legend entry, more share
-    one entry per worker count. Trials that did not succeed are dashed.
+    one entry per worker count. Trials that did not succeed are dashed. The MRR panel also
+    draws the baselines of the trials' datasets as grey horizontal lines.
     """
     fig, axes = new_figure(ncols=len(tags), width=5.4)
     trials = df[df["curves"].map(lambda c: any(c.get(tag) for tag in tags))]
@@ -283,6 +284,8 @@ def plot_curves(df: pd.DataFrame, tags: tuple[str, ...] = ("val/mrr", "val/accur
                 label=None if label in labelled else label,
             )
             labelled.add(label)
+        if tag == "val/mrr":
+            _draw_baselines(ax, df)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(tag)
@@ -295,6 +298,22 @@ def plot_curves(df: pd.DataFrame, tags: tuple[str, ...] = ("val/mrr", "val/accur
         else:
             ax.legend(fontsize=7)
     return fig
+
+
+def _draw_baselines(ax, df: pd.DataFrame) -> None:
+    """The reference rows (parameter-free methods on the same sources and negatives) as grey
+    horizontal lines, labelled at the right edge, so that the curves read against them."""
+    from bench.report.table import baseline_rows
+
+    rows = baseline_rows(df)
+    if rows.empty:
+        return
+    several = rows["dataset"].nunique() > 1
+    styles = ["-", "--", ":", "-."]
+    for i, (_, row) in enumerate(rows.sort_values("val_mrr", ascending=False).iterrows()):
+        label = f"{row['label']} ({row['dataset']})" if several else str(row["label"])
+        ax.axhline(row["val_mrr"], color="0.45", linewidth=0.9, linestyle=styles[i % len(styles)],
+                   label=f"baseline: {label} {row['val_mrr']:.3f}")
 
 
 def choose_trial(df: pd.DataFrame) -> pd.Series | None:

@@ -9,6 +9,16 @@ propagate the two means' relative half-widths (first-order, ``S * sqrt((h0/T0)^2
 and exist only when both rows hold at least two runs.
 
 A trial that did not succeed is a row of its own, with its status and reason.
+
+Quality columns follow the OGB leaderboard: *Best val MRR* is the validation MRR of the best
+epoch, *SE* its standard error over validation sources (one run's sampling error, averaged over
+the runs; the ± of a cell with repeats is the interval over seeds instead), *Test MRR* the test
+MRR of the weights after that epoch. *Time to target* is MLPerf's time to quality: seconds from
+submission to the first validation MRR >= the dataset's ``target_mrr``.
+
+Under the table, :func:`baseline_rows` lists parameter-free methods scored on the same sources
+and negatives (``trainer/data/baselines.py``), so that a reader sees whether training learned
+anything; ``table.attrs["baselines"]`` holds them (records) and ``table.attrs["notes"]`` caveats.
 """
 
 from __future__ import annotations
@@ -28,7 +38,10 @@ METRICS = (
     "time_total_s",
     "val_accuracy",
     "val_mrr",
+    "best_val_mrr",
     "test_mrr",
+    "test_mrr_at_best",
+    "time_to_target_s",
     "time_startup_s",
     "cpu_cores_mean",
     "memory_mib_mean",
@@ -41,8 +54,12 @@ DISPLAY_COLUMNS = (
     ("Epochs", "epochs", None),
     ("Time taken (s)", "time_total_s", 1),
     ("Accuracy", "val_accuracy", 4),
-    ("Val MRR", "val_mrr", 4),
-    ("Test MRR", "test_mrr", 4),
+    ("Val MRR (last)", "val_mrr", 4),
+    ("Best val MRR", "best_val_mrr", 4),
+    ("SE", "best_val_mrr_se", 4),
+    ("Best epoch", "best_epoch_text", None),
+    ("Test MRR (best)", "test_mrr_at_best", 4),
+    ("Time to target (s)", "time_to_target_text", None),
     ("Speedup", "speedup", 2),
     ("Efficiency", "efficiency", 2),
     ("Startup (s)", "time_startup_s", 1),
@@ -94,7 +111,11 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     table = table.assign(_order=order).sort_values(
         ["setting", "epochs", "workers", "_order"], na_position="last"
     )
-    return table.drop(columns="_order").reset_index(drop=True)
+    table = table.drop(columns="_order").reset_index(drop=True)
+    # Plain records, not a DataFrame: pandas compares attrs when it combines frames.
+    table.attrs["baselines"] = baseline_rows(df).to_dict("records")
+    table.attrs["notes"] = _notes(df)
+    return table
 
 
 def _group_row(key: tuple, group: pd.DataFrame) -> dict:
@@ -117,7 +138,67 @@ def _group_row(key: tuple, group: pd.DataFrame) -> dict:
     for metric in METRICS:
         values = group[metric] if metric in group else []
         row[metric], row[f"{metric}_ci95"], _ = mean_ci(values)
+    se = group["best_val_mrr_se"].dropna() if "best_val_mrr_se" in group else []
+    row["best_val_mrr_se"] = float(np.mean(se)) if len(se) else math.nan
+    row["target_mrr"] = _first(group, "target_mrr")
+    epochs = sorted({int(e) for e in group.get("best_epoch", pd.Series(dtype=float)).dropna()})
+    row["best_epoch_text"] = ",".join(str(e) for e in epochs) if epochs else "-"
+    row["time_to_target_text"] = _time_to_target_text(group, row)
     return row
+
+
+def _first(group: pd.DataFrame, column: str) -> float:
+    values = group[column].dropna() if column in group else []
+    return float(values.iloc[0]) if len(values) else math.nan
+
+
+def _time_to_target_text(group: pd.DataFrame, row: dict) -> str:
+    """Mean seconds to the target over the runs that reached it; "not reached" when none did
+    (or no target is set: "-"); "(k/n runs)" when only some did."""
+    if math.isnan(row["target_mrr"]):
+        return "-"
+    reached = group["time_to_target_s"].notna().sum() if "time_to_target_s" in group else 0
+    if reached == 0:
+        return "not reached"
+    text = format_cell(row["time_to_target_s"], row["time_to_target_s_ci95"], 1)
+    return text if reached == len(group) else f"{text} ({reached}/{len(group)} runs)"
+
+
+def baseline_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The reference rows: for each setting (dataset) and method, the baseline's validation and
+    test MRR ± standard error on the sources the trials evaluated, from their result files."""
+    from trainer.data.baselines import LABELS
+
+    rows, seen = [], set()
+    ok = df[df["status"] == "succeeded"] if "status" in df else df
+    for _, trial in ok.iterrows():
+        found = trial.get("baselines")
+        if not isinstance(found, dict) or not found:
+            continue
+        dataset = trial.get("dataset") or ""
+        for method, figures in found.items():
+            key = (dataset, method, figures.get("val_sources"), figures.get("test_sources"))
+            if key in seen:
+                continue
+            seen.add(key)
+            rows.append({"dataset": dataset, "method": method,
+                         "label": LABELS.get(method, method), **figures})
+    return pd.DataFrame(rows)
+
+
+def _notes(df: pd.DataFrame) -> list[str]:
+    notes = []
+    datasets = set(df["dataset"].dropna()) if "dataset" in df else set()
+    if "tiny" in datasets:
+        notes.append(
+            "`tiny` (2,000 papers) is for tests: its 1,000 negatives per source are half of all "
+            "papers, so its MRRs are not on ogbl-citation2's scale."
+        )
+    targets = sorted({float(t) for t in df.get("target_mrr", pd.Series(dtype=float)).dropna()})
+    if targets:
+        notes.append("Target validation MRR (time to target): "
+                     + ", ".join(f"{t:g}" for t in targets) + ".")
+    return notes
 
 
 def _trial_row(trial: pd.Series) -> dict:
@@ -191,7 +272,7 @@ def display_rows(table: pd.DataFrame, pm: str = "±") -> tuple[list[str], list[l
     for _, row in table.iterrows():
         rows.append(
             [
-                format_cell(row[key], row.get(f"{key}_ci95", math.nan), decimals, pm)
+                format_cell(row.get(key), row.get(f"{key}_ci95", math.nan), decimals, pm)
                 for _, key, decimals in columns
             ]
         )
@@ -199,10 +280,39 @@ def display_rows(table: pd.DataFrame, pm: str = "±") -> tuple[list[str], list[l
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    """table.md: a GitHub-flavoured Markdown table."""
+    """table.md: a GitHub-flavoured Markdown table, then the baseline rows and notes."""
     headers, rows = display_rows(table)
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    baselines = pd.DataFrame(table.attrs.get("baselines") or [])
+    if not baselines.empty:
+        lines += ["", baselines_markdown(baselines).rstrip("\n")]
+    notes = table.attrs.get("notes") or []
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def baselines_markdown(baselines: pd.DataFrame) -> str:
+    """The reference rows as a Markdown table (same sources and negatives as the trials)."""
+    several = baselines["dataset"].nunique() > 1
+    lines = [
+        "Reference rows: parameter-free methods on the same validation/test sources and "
+        "negatives (MRR ± standard error over sources; no training):",
+        "",
+        "| Method | Val MRR | Test MRR | Sources (val/test) |" + (" Dataset |" if several else ""),
+        "|---|---|---|---|" + ("---|" if several else ""),
+    ]
+    for _, row in baselines.iterrows():
+        cells = [
+            str(row["label"]),
+            format_cell(row["val_mrr"], row["val_mrr_se"], 4),
+            format_cell(row["test_mrr"], row["test_mrr_se"], 4),
+            f"{int(row['val_sources']):,}/{int(row['test_sources']):,}",
+        ]
+        if several:
+            cells.append(str(row["dataset"]))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -255,4 +365,8 @@ def write_tables(table: pd.DataFrame, out_dir: str | os.PathLike[str]) -> dict[s
     atomic_write_text(paths["md"], to_markdown(table))
     atomic_write_text(paths["csv"], to_csv(table))
     atomic_write_text(paths["tex"], to_latex(table))
+    baselines = pd.DataFrame(table.attrs.get("baselines") or [])
+    if not baselines.empty:
+        paths["baselines"] = out / "baselines.csv"
+        atomic_write_text(paths["baselines"], baselines.to_csv(index=False))
     return paths

@@ -22,6 +22,7 @@ import json
 import os
 import pickle
 import shutil
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,12 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.data.synthetic import generate, write_ogb_layout
+from trainer.data.synthetic import SyntheticGraph, generate, write_ogb_layout
 
 OGB_NAME = "ogbl-citation2"
 OGB_DIR = "ogbl_citation2"  # ogb's folder name for OGB_NAME
 CACHE_VERSION = 1
-GENERATOR_VERSION = 2  # bump when trainer/data/synthetic.py changes what it generates
+# Bump when trainer/data/synthetic.py changes what it generates: it is part of the dataset's
+# folder name, so caches made by an older generator are never reused (3: latent-position
+# generator calibrated to ogbl-citation2, negatives by OGB's definition).
+GENERATOR_VERSION = 3
 SPLIT_KEYS = {
     "train": ("source_node", "target_node"),
     "valid": ("source_node", "target_node", "target_node_neg"),
@@ -45,7 +49,7 @@ GENERATOR_KEYS = (
     "num_nodes",
     "avg_degree",
     "num_topics",
-    "subtopics_per_topic",
+    "reach",
     "feat_dim",
     "eval_fraction",
     "num_neg",
@@ -120,7 +124,49 @@ def prepare(dataset_cfg, data_root: str | os.PathLike) -> Path:
                 "`python -m trainer.data prepare dataset=ogbl_citation2` again"
             )
         _build_cache(root)
+        _baselines_locked(root, _open_cache(root))
     return root
+
+
+def _baselines_locked(root: Path, graph: Graph) -> dict:
+    from trainer.data import baselines
+
+    started = time.perf_counter()
+    fresh = not baselines.cache_path(root).exists()
+    rr = baselines.load_or_compute(graph, root)
+    if fresh:
+        print(f"baselines of {root.name} computed in {time.perf_counter() - started:.1f} s", flush=True)
+    return rr
+
+
+def baselines(dataset_cfg, data_root: str | os.PathLike, graph: Graph | None = None) -> dict:
+    """Per-source reciprocal ranks of the parameter-free baselines on the dataset's validation
+    and test splits (``trainer/data/baselines.py``), from their cache beside the dataset's,
+    computed once under the dataset's lock when missing."""
+    root = dataset_root(dataset_cfg, data_root)
+    graph = graph if graph is not None else load_graph(dataset_cfg, data_root)
+    from trainer.data.baselines import cache_path
+
+    if cache_path(root).exists():
+        from trainer.data.baselines import load_or_compute
+
+        return load_or_compute(graph, root)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _baselines_locked(root, graph)
+
+
+def baseline_summary(dataset_cfg, data_root: str | os.PathLike, graph: Graph,
+                     valid_sources: int | None, test_sources: int | None) -> dict | None:
+    """MRR and standard error of each baseline on the sources the trainer evaluates, or None
+    (with a warning) when they cannot be computed: the reference rows must not stop training."""
+    from trainer.data.baselines import summarize
+
+    try:
+        return summarize(baselines(dataset_cfg, data_root, graph), valid_sources, test_sources)
+    except (OSError, ValueError, MemoryError, RuntimeError) as exc:
+        print(f"warning: baselines unavailable for {dataset_cfg.name} ({exc})", flush=True)
+        return None
 
 
 @contextlib.contextmanager
@@ -173,13 +219,7 @@ def _build_cache(root: Path) -> None:
     graph, split = _load_with_ogb(root)
     num_nodes = int(graph["num_nodes"])
     edge_index = np.asarray(graph["edge_index"], dtype=np.int64)
-    # Undirected CSR (the OGB reference symmetrises citation2 for message passing).
-    keys = np.unique(
-        np.concatenate([edge_index[0] * num_nodes + edge_index[1], edge_index[1] * num_nodes + edge_index[0]])
-    )
-    rows, indices = np.divmod(keys, num_nodes)
-    indptr = np.zeros(num_nodes + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=num_nodes), out=indptr[1:])
+    indptr, indices = undirected_csr(edge_index[0], edge_index[1], num_nodes)
     arrays = {
         "x": np.ascontiguousarray(graph["node_feat"], dtype=np.float32),
         "indptr": indptr,
@@ -206,6 +246,34 @@ def _build_cache(root: Path) -> None:
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))  # written last: marks complete
     shutil.rmtree(root / "cache", ignore_errors=True)
     os.replace(tmp, root / "cache")
+
+
+def undirected_csr(src: np.ndarray, dst: np.ndarray, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indptr, indices) of the undirected, deduplicated graph of the directed edges src -> dst
+    (the OGB reference symmetrises citation2 for message passing)."""
+    keys = np.unique(np.concatenate([src * num_nodes + dst, dst * num_nodes + src]))
+    rows, indices = np.divmod(keys, num_nodes)
+    indptr = np.zeros(num_nodes + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=num_nodes), out=indptr[1:])
+    return indptr, indices.astype(np.int64)
+
+
+def in_memory_graph(graph: SyntheticGraph, root: Path | None = None) -> Graph:
+    """A :class:`Graph` straight from the generator's output, without the OGB files or the
+    cache (for statistics and tests; the trainer always loads through ogb)."""
+    src, dst = graph.train
+    indptr, indices = undirected_csr(src, dst, graph.x.shape[0])
+    split = {"train": {"source_node": src, "target_node": dst}}
+    for name, (s, t, neg) in (("valid", graph.valid), ("test", graph.test)):
+        split[name] = {"source_node": s, "target_node": t, "target_node_neg": neg}
+    return Graph(
+        x=torch.from_numpy(graph.x),
+        indptr=torch.from_numpy(indptr),
+        indices=torch.from_numpy(indices),
+        year=torch.from_numpy(graph.year),
+        split={k: {kk: torch.from_numpy(np.asarray(v)) for kk, v in d.items()} for k, d in split.items()},
+        root=Path(root) if root is not None else Path("."),
+    )
 
 
 def _open_cache(root: Path) -> Graph:
