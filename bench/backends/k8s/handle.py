@@ -15,9 +15,8 @@ from bench.backends.base import JobState, TrialSpec
 from bench.backends.k8s import follow
 from bench.backends.k8s.client import KubeClient
 from bench.backends.k8s.config import K8sConfig
-from bench.backends.k8s.job import DryRunHandle, JobHandle, preflight_once
-from bench.backends.k8s.manifests import pod_cores, pod_threads, pytorchjob, volume_paths
-from bench.layout import TrialDir
+from bench.backends.k8s.job import DryRunHandle, JobHandle, plan_on_volume, preflight_once
+from bench.backends.k8s.manifests import pytorchjob
 
 if TYPE_CHECKING:
     from bench.config import Trial
@@ -58,16 +57,7 @@ class K8sBackend:
         self.config = config
 
     def plan(self, trial: Trial) -> TrialSpec:
-        """Each worker pod gets its own cores; the workers write to
-        ``<mount_path>/runs/<sweep>/<trial>/<run id>`` and read ``<mount_path>/datasets`` on the
-        shared volume."""
-        run_dir, data_root = volume_paths(self.config.mount_path, trial.sweep_name,
-                                          trial.trial_id, TrialDir(trial.trial_dir).run_id())
-        return TrialSpec.build(
-            trial, self.config, run_dir=run_dir, data_root=data_root,
-            threads=pod_threads(self.config.cpu, self.config.cpu_limit),
-            cores=pod_cores(trial.workers, self.config),
-        )
+        return plan_on_volume(trial, self.config)
 
     def preflight(self, trial: Trial) -> None:
         """The kubeconfig loads, the API server answers and the training operator is installed

@@ -27,7 +27,13 @@ from bench.backends.k8s import fetch, follow
 from bench.backends.k8s.client import KubeClient
 from bench.backends.k8s.config import ClusterConfig
 from bench.backends.k8s.errors import Conflict, K8sError, is_transient
-from bench.backends.k8s.manifests import SPEC_HASH_ANNOTATION, to_yaml
+from bench.backends.k8s.manifests import (
+    SPEC_HASH_ANNOTATION,
+    pod_cores,
+    pod_threads,
+    to_yaml,
+    volume_paths,
+)
 from bench.backends.k8s.metrics import PodMetrics
 from bench.events import read_scalars
 from bench.layout import TrialDir
@@ -500,6 +506,17 @@ class _NoReadings:
 
     def read(self, t: float) -> list:
         return []
+
+
+def plan_on_volume(trial, config: ClusterConfig) -> TrialSpec:
+    """The spec of a trial on a Kubernetes backend: each pod (a worker) gets its own cores and
+    threads, the workers write to ``<mount_path>/runs/<sweep>/<trial>/<run id>`` and read
+    ``<mount_path>/datasets`` on the shared volume."""
+    run_dir, data_root = volume_paths(config.mount_path, trial.sweep_name, trial.trial_id,
+                                      TrialDir(trial.trial_dir).run_id())
+    return TrialSpec.build(trial, config, run_dir=run_dir, data_root=data_root,
+                           threads=pod_threads(config.cpu, config.cpu_limit),
+                           cores=pod_cores(trial.workers, config))
 
 
 def preflight_once(opts: ClusterConfig, check: str, probe) -> None:

@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Any
 from bench.backends.base import JobState, TrialSpec
 from bench.backends.k8s import follow
 from bench.backends.k8s.client import KubeClient
-from bench.backends.k8s.job import DryRunHandle, JobHandle, preflight_once
+from bench.backends.k8s.job import DryRunHandle, JobHandle, plan_on_volume, preflight_once
 from bench.backends.k8s.kinds import JobKind
-from bench.backends.k8s.manifests import pod_cores, pod_threads, volume_paths
 from bench.backends.trainjob.config import TrainJobConfig
 from bench.backends.trainjob.manifests import (
     GROUP,
@@ -37,7 +36,6 @@ from bench.backends.trainjob.manifests import (
     trainjob,
     worker_of_pod,
 )
-from bench.layout import TrialDir
 from trainer.config import ConfigError
 
 if TYPE_CHECKING:
@@ -135,15 +133,7 @@ class TrainJobBackend:
         self.config = config
 
     def plan(self, trial: Trial) -> TrialSpec:
-        """As the PyTorchJob backend: each node pod its own cores, the run and the data on the
-        shared volume."""
-        run_dir, data_root = volume_paths(self.config.mount_path, trial.sweep_name,
-                                          trial.trial_id, TrialDir(trial.trial_dir).run_id())
-        return TrialSpec.build(
-            trial, self.config, run_dir=run_dir, data_root=data_root,
-            threads=pod_threads(self.config.cpu, self.config.cpu_limit),
-            cores=pod_cores(trial.workers, self.config),
-        )
+        return plan_on_volume(trial, self.config)
 
     def preflight(self, trial: Trial) -> None:
         """Trainer v2 is installed, the runtime exists and its restart budget is
