@@ -46,11 +46,11 @@ def attempts(spec) -> int:
 
 def test_a_bad_trainer_value_reaching_the_workers_fails_at_once(tmp_path, tiny_root):
     backend, spec = planned(tmp_path, f"data_root={tiny_root}")
-    spec.trainer_overrides.append("model.fanouts=[10,5]")  # past the harness's own checks
+    spec.trainer_overrides.append("model.fanouts=[10,5,5]")  # past the harness's own checks
     handle, status = run_to_end(backend, spec)
     assert status.state is JobState.FAILED and status.restarts == 0
-    assert status.reason == ("model.fanouts has 2 entries but model.num_layers=3: give one "
-                             "fan-out per layer, e.g. model.fanouts=[15,10,5]")
+    assert status.reason == ("model.fanouts has 3 entries but model.num_layers=2: give one "
+                             "fan-out per layer, e.g. model.fanouts=[15,10]")
     codes = {r.code for r in handle.records()}
     assert codes == {2}  # each rank that got that far said so; torchrun stopped the others
     assert attempts(spec) == 1

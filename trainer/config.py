@@ -157,9 +157,10 @@ def validate_trainer(cfg: DictConfig) -> None:
         raise ConfigError(f"model.dropout={model.dropout} must be in [0, 1)")
     fanouts = list(model.fanouts)
     if len(fanouts) != model.num_layers:
+        example = ",".join(str(max(5, 15 - 5 * i)) for i in range(model.num_layers))
         raise ConfigError(
             f"model.fanouts has {len(fanouts)} entries but model.num_layers={model.num_layers}: "
-            "give one fan-out per layer, e.g. model.fanouts=[15,10,5]"
+            f"give one fan-out per layer, e.g. model.fanouts=[{example}]"
         )
     if any(f == 0 or f < -1 for f in fanouts):
         raise ConfigError(f"model.fanouts={fanouts} is invalid: use positive counts or -1 (all)")
