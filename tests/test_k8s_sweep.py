@@ -230,6 +230,7 @@ def check_fault_demo(results: list[dict], fake: FakeKube, tmp_path: Path, sweep:
         assert "rendezvous: rank 0 started generation" in logs
 
 
+@pytest.mark.slow  # a minute: the fault demo at 2, 4 and 6 workers below covers it; the conformance suite kills a k8s worker in the fast suite
 def test_a_deleted_worker_pod_is_recreated_and_the_trial_matches_its_fault_free_twin(
     volume, tmp_path
 ):

@@ -173,6 +173,7 @@ def check_fault_demo(results, tmp_path: Path, sweep: str, deleted: list[str]) ->
         assert re.fullmatch(rf"{sweep}-{faulty['trial_id']}-node-0-1-[a-z0-9]{{5}}", victim)
 
 
+@pytest.mark.slow  # a minute: the fault demo at 2, 4 and 6 nodes below covers it; the conformance suite kills a trainjob worker in the fast suite
 def test_a_deleted_node_pod_is_survived_and_the_trial_matches_its_fault_free_twin(
         volume, tmp_path):
     results, deleted, stdout = fault_demo(volume, tmp_path, "2")
