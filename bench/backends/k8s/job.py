@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def say(message: str) -> None:
 _say = say
 
 
-class JobHandle:
+class JobHandle(ABC):
     """One job (of ``client.kind``), created or re-found by name; a subclass says how its kind
     reports state, pods and restarts."""
 
@@ -143,35 +144,35 @@ class JobHandle:
                 f"{self.opts.namespace}/{self.name} ({state.value}) instead of submitting it again"
             )
 
-
     # -- what a kind says differently (a subclass overrides these)
     controller_check = "`kubectl -n kubeflow get pods`; docs/gke.md, step 3"
 
+    @abstractmethod
     def job_state(self, job: dict[str, Any],
                   pods: list[follow.PodInfo] | None = None) -> tuple[JobState, str | None]:
         """The harness's state of the job and, for a failed one, its controller's reason."""
-        raise NotImplementedError
 
+    @abstractmethod
     def finished_time(self, job: dict[str, Any]) -> float | None:
         """When the job finished, by its own conditions."""
-        raise NotImplementedError
 
+    @abstractmethod
     def expected_replicas(self, job: dict[str, Any]) -> int:
-        raise NotImplementedError
+        """How many pods the job runs when all are up."""
 
     def list_pods(self, job: dict[str, Any]) -> list[follow.PodInfo]:
         """The job's own pods now (never an earlier job's of the same name)."""
         return [follow.pod_info(p, self.name, self.client.kind)
                 for p in self.client.list_pods(self.name, self.uid)]
 
+    @abstractmethod
     def restarts_of(self, job: dict[str, Any], pods: list[follow.PodInfo],
                     state: JobState) -> int:
         """The restarts the job's controller counts against its budget."""
-        raise NotImplementedError
 
+    @abstractmethod
     def refused_pod_creations(self) -> list[dict[str, Any]]:
         """Events saying the cluster refused to create the job's pods."""
-        raise NotImplementedError
 
     def pod_security_fix(self) -> str:
         return ("make the pods pass the namespace's Pod Security level (its label "
@@ -485,23 +486,26 @@ class DryRunHandle:
     def progress(self) -> CheckpointInfo:
         return CheckpointInfo()
 
+    # Nothing ran, so there is nothing to collect, release, read, cancel or kill.
     def collect(self, dest: Path) -> None:
-        pass
+        return None
 
     def release(self) -> None:
-        pass
+        return None
 
     def logs(self, tail_lines: int = 50) -> str:
         return ""
 
     def cancel(self, reason: str) -> None:
-        pass
+        return None
 
     def kill_worker(self, rank: int) -> bool:
         return False
 
 
 class _NoReadings:
+    """The sampler's source for a dry run: no pods, so no readings."""
+
     min_interval_s = 0.0
 
     def read(self, t: float) -> list:
