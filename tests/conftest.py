@@ -158,7 +158,10 @@ torch.save({
     "params": {n: p.detach() for n, p in trainer.model.named_parameters()},
 }, f"{out}/ddp_rank{trainer.rank}.pt")
 
-# 2. Evaluation of a seeded model, its work split across the two ranks.
+# 2. Evaluation of a seeded model, its work split across the two ranks; the layers are shared
+# in blocks of 300 rows (tiny's 1,000 rows a rank: three full blocks and a short one).
+import trainer.evaluate as evaluation
+evaluation.GATHER_BLOCK_ROWS = 300
 cfg = compose(eval_overrides)
 torch.manual_seed(model_seed)
 model = LinkModel(trainer.graph.x.shape[1], cfg.model)

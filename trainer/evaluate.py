@@ -1,7 +1,7 @@
 """Evaluation by the OGB protocol: layer-wise full-graph inference, then MRR with ogb's Evaluator.
 
 The work is split across ranks: each rank computes every layer for its slice of the nodes
-(all-gathered before the next layer), then scores its slice of the sources; the scores are
+(shared by broadcasts before the next layer), then scores its slice of the sources; the scores are
 gathered and ranked by ``ogb.linkproppred.Evaluator("ogbl-citation2")``.
 """
 
@@ -69,18 +69,64 @@ def _slice(total: int, rank: int, world: int) -> tuple[int, int]:
     return total * rank // world, total * (rank + 1) // world
 
 
-GATHER_BLOCK_ROWS = 1 << 17  # rows per all-gather in embed_all (gloo copies through a buffer)
+# Dot scores of a block of sources against every node, instead of gathering each source's
+# candidates, when the graph has at most this many nodes per candidate: one matrix product reads
+# each embedding once, while gathering copies every (source, candidate) pair's embedding (1,000
+# per source) and runs ~70x slower per element on a CPU (measured on small: 50,000 nodes,
+# 1,000 candidates, 0.45 s against 0.92 s; ogbl-citation2's 2.9M nodes take the gather).
+MATMUL_NODES_PER_CANDIDATE = 64
+
+
+def score_negatives(model: LinkModel, h: torch.Tensor, src: torch.Tensor,
+                    neg_ids: torch.Tensor) -> torch.Tensor:
+    """(sources, candidates) scores of each source's embedding ``src[i]`` against the
+    embeddings ``h[neg_ids[i]]``, in blocks of sources that bound the memory."""
+    if not src.shape[0]:
+        return h.new_empty(0, neg_ids.shape[1])
+    if model.predictor is None and h.shape[0] <= MATMUL_NODES_PER_CANDIDATE * neg_ids.shape[1]:
+        # A block's scores: at most 4M floats (16 MB), small enough for malloc to reuse the
+        # memory from one block to the next instead of mapping fresh pages each time.
+        block = max(1, (1 << 22) // h.shape[0])
+        return torch.cat([torch.gather(src[i : i + block] @ h.t(), 1, neg_ids[i : i + block])
+                          for i in range(0, src.shape[0], block)])
+    block = 64  # sources per block: h[neg_ids] of a block is block x 1000 x hidden floats
+    return torch.cat([model.score(src[i : i + block].unsqueeze(1), h[neg_ids[i : i + block]])
+                      for i in range(0, src.shape[0], block)])
+
+
+GATHER_BLOCK_ROWS = 1 << 17  # rows per broadcast in embed_all
+# Layer buffers of at most this size are kept between evaluations (two: a layer's input and
+# output). A fresh buffer costs more than its computation: the kernel zeroes every page on first
+# touch, and on the 2-core machine an evaluation of `small` spent more time there and in gloo's
+# staging copies than in the layers (perf: ~25% of all CPU in clear_page). Larger ones, e.g.
+# ogbl-citation2's 3 GB per layer, are allocated per evaluation so training does not hold them.
+KEEP_BUFFER_BYTES = 256 << 20
+_buffers: dict[tuple, list[torch.Tensor]] = {}
+
+
+def _layer_buffer(shape: tuple[int, int], like: torch.Tensor, layer: int) -> torch.Tensor:
+    """An uninitialised (rows, cols) buffer for ``layer``'s output; consecutive layers get
+    different ones (a layer reads the previous layer's buffer while it writes its own)."""
+    if shape[0] * shape[1] * like.element_size() > KEEP_BUFFER_BYTES:
+        return like.new_empty(shape)
+    key = (shape, like.dtype, like.device)
+    pair = _buffers.get(key)
+    if pair is None:
+        pair = _buffers[key] = [like.new_empty(shape), like.new_empty(shape)]
+    return pair[layer % 2]
 
 
 @torch.no_grad()
 def embed_all(model: LinkModel, graph: Graph, chunk: int) -> torch.Tensor:
     """Embeddings of every node, layer by layer with full neighbourhoods, split across ranks.
 
-    Memory: each layer writes straight into one (world * ceil(n / world), hidden) buffer (rank
-    r owns rows ``r * per ...``; only the last rank's slot has padding, past row n) and fills
-    the other ranks' slots with all-gathers of ``GATHER_BLOCK_ROWS`` rows, so a rank holds the
-    previous layer and this one, not also per-chunk parts, their concatenation and gloo's
-    full-size staging copies (at ogbl-citation2's size that is 6 GB per rank instead of ~12).
+    Each layer writes into one (world * ceil(n / world), hidden) buffer: rank r computes rows
+    ``r * per ...`` (only the last rank's slot has padding, past row n) and then every rank
+    broadcasts its slot, in blocks of ``GATHER_BLOCK_ROWS`` rows, straight into the others'
+    copies of the buffer (an all-gather through gloo would stage the whole layer in a fresh
+    buffer and copy it out again). A rank holds the previous layer and this one, nothing more
+    (at ogbl-citation2's size 6 GB). The result is a view of a buffer that the next call may
+    reuse (KEEP_BUFFER_BYTES): use it before evaluating again.
     """
     rank, world = _world()
     encoder = model.encoder
@@ -90,15 +136,15 @@ def embed_all(model: LinkModel, graph: Graph, chunk: int) -> torch.Tensor:
     per = -(-n // world)
     lo, hi = min(n, rank * per), min(n, (rank + 1) * per)
     for i in range(len(encoder.convs)):
-        out = h.new_empty((world * per, encoder.convs[i].out_channels))
+        out = _layer_buffer((world * per, encoder.convs[i].out_channels), h, i)
         for s in range(lo, hi, chunk):
             e = min(s + chunk, hi)
             out[s:e] = encoder.layer(i, h, graph.indptr, graph.indices, s, e)
         if world > 1:
             for b in range(0, per, GATHER_BLOCK_ROWS):
                 rows = min(GATHER_BLOCK_ROWS, per - b)
-                slots = [out[r * per + b : r * per + b + rows] for r in range(world)]
-                dist.all_gather(slots, slots[rank].clone())
+                for r in range(world):
+                    dist.broadcast(out[r * per + b : r * per + b + rows], src=r)
         h = out[:n]
     return h
 
@@ -117,12 +163,7 @@ def evaluate(model: LinkModel, graph: Graph, split: str, max_sources: int | None
         lo, hi = _slice(total, rank, world)
         src = h[data["source_node"][lo:hi]]
         pos = model.score(src, h[data["target_node"][lo:hi]])
-        neg_ids = data["target_node_neg"][lo:hi]
-        block = 64  # sources per block: h[neg_ids] of a block is block x 1000 x hidden floats
-        neg = torch.cat(
-            [model.score(src[i : i + block].unsqueeze(1), h[neg_ids[i : i + block]])
-             for i in range(0, src.shape[0], block)]
-        ) if src.shape[0] else h.new_empty(0, neg_ids.shape[1])
+        neg = score_negatives(model, h, src, data["target_node_neg"][lo:hi])
         pos, neg = _gather_rows(pos, total), _gather_rows(neg, total)
         return link_metrics(pos.cpu(), neg.cpu())
     finally:
