@@ -9,7 +9,7 @@
    still report them (marked as measured earlier). ``--import-time FILE`` records a generation
    measured outside the benchmark by ``/usr/bin/time -v``.
 2. Training: ``torchrun --standalone --nproc-per-node W -m trainer dataset=full epochs=1
-   train.steps_per_epoch=N`` with one thread per worker; the trainer's summary.json gives the
+   train.steps_per_epoch=N*W`` with one thread per worker (N steps each); the trainer's summary.json gives the
    dataset load time, the training throughput (positive edges/s over all workers) and the time
    of the evaluation, which at this size is layer-wise full-graph inference over every node
    (trainer/evaluate.py) followed by scoring ``S`` validation and ``S`` test sources against
@@ -146,7 +146,8 @@ def train(args: argparse.Namespace, run_dir: Path) -> tuple[dict, dict, float]:
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
         f"--nproc-per-node={args.workers}", "--max-restarts=0", "-m", "trainer",
-        "dataset=full", "epochs=1", f"train.steps_per_epoch={args.steps}",
+        # steps x workers: the epoch cap is dealt to the workers (trainer/train.py, epoch_edges)
+        "dataset=full", "epochs=1", f"train.steps_per_epoch={args.steps * args.workers}",
         f"train.eval_sources={args.eval_sources}", f"train.test_sources={args.eval_sources}",
         f"train.threads={args.threads}", f"run_dir={run_dir}",
     ]

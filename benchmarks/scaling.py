@@ -139,7 +139,9 @@ def step_points(run_dir: Path) -> list[tuple[int, float]]:
 
 def trainer_overrides(dataset: str, run: RunConf, steps: int, run_dir: Path,
                       epochs: int = 1) -> list[str]:
-    return [f"dataset={dataset}", f"epochs={epochs}", f"train.steps_per_epoch={steps}",
+    # The epoch cap counts one worker's steps and is dealt to the workers (trainer/train.py,
+    # epoch_edges): so that every worker takes ``steps`` steps, the cap is steps x workers.
+    return [f"dataset={dataset}", f"epochs={epochs}", f"train.steps_per_epoch={steps * run.workers}",
             f"train.batch_size={run.batch}", f"train.threads={run.threads}",
             "train.log_every=1", "train.eval_sources=16", "train.test_sources=16",
             f"run_dir={run_dir}"]

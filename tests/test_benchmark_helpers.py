@@ -39,7 +39,8 @@ def test_run_conf_and_overrides() -> None:
     run = RunConf("x", workers=2, threads=1, batch=512)
     assert (run.cores, run.global_batch) == (2, 1024)
     overrides = trainer_overrides("medium", run, 20, "/tmp/r")  # type: ignore[arg-type]
-    assert "train.batch_size=512" in overrides and "train.steps_per_epoch=20" in overrides
+    # 20 steps for each of the 2 workers: the epoch cap counts one worker's steps in all.
+    assert "train.batch_size=512" in overrides and "train.steps_per_epoch=40" in overrides
     assert "train.threads=1" in overrides and "run_dir=/tmp/r" in overrides
 
 

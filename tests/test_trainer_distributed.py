@@ -46,7 +46,8 @@ TINY_STEPS = compose(["dataset=tiny"]).train.steps_per_epoch  # tiny's epochs: c
 
 
 def _steps_per_epoch(num_train_edges: int, world: int = 2) -> int:
-    return min(math.ceil((num_train_edges // world) / BATCH_SIZE), TINY_STEPS)
+    """Each rank's steps: its share of the epoch's min(all, TINY_STEPS x batch) edges."""
+    return math.ceil((min(num_train_edges, TINY_STEPS * BATCH_SIZE) // world) / BATCH_SIZE)
 
 
 def _load(path: Path) -> dict:
@@ -174,7 +175,24 @@ def test_epoch_batches_shard_the_edges_evenly() -> None:
     assert all(torch.equal(a, b) for a, b in zip(again, per_rank[0], strict=True))
     assert not torch.equal(epoch_batches(edges, batch, 2, 0, 0, world, None)[0], again[0])
     assert not torch.equal(epoch_batches(edges, batch, 1, 1, 0, world, None)[0], again[0])
-    assert len(epoch_batches(edges, batch, 1, 0, 1, world, 2)) == 2  # steps_per_epoch cap
+    assert len(epoch_batches(edges, batch, 1, 0, 1, world, 4)) == 2  # cap: 4 x 512 edges in all
+
+
+def test_a_capped_epoch_is_the_same_edges_for_every_world_size() -> None:
+    """Strong scaling: the cap bounds the epoch (steps of one worker), not each rank's steps,
+    so 1, 2 or 3 workers train on the same first edges of the epoch's shuffle, each its share."""
+    edges, batch, cap = 6017, 512, 5
+    alone = torch.cat(epoch_batches(edges, batch, 1, 0, 0, 1, cap))
+    assert alone.numel() == cap * batch
+    for world in (2, 3):
+        shares = [torch.cat(epoch_batches(edges, batch, 1, 0, r, world, cap)) for r in range(world)]
+        assert {s.numel() for s in shares} == {(cap * batch) // world}
+        assert len(epoch_batches(edges, batch, 1, 0, 0, world, cap)) == math.ceil(
+            (cap * batch) // world / batch)
+        union = torch.cat(shares)
+        assert union.unique().numel() == union.numel()  # disjoint
+        assert set(union.tolist()) <= set(alone.tolist())  # the same epoch, dealt out
+        assert alone.numel() - union.numel() < world  # less only by the remainder
 
 
 # ---------------------------------------------------------------- DDP step == union step

@@ -55,7 +55,7 @@ class DatasetConf:
     num_neg: int = 1000  # negatives per validation/test source (the OGB protocol)
     gen_seed: int = 0
     # Training and reporting on this dataset.
-    steps_per_epoch: int | None = None  # default of train.steps_per_epoch (OGB: 1,000 a epoch)
+    steps_per_epoch: int | None = None  # default of train.steps_per_epoch (OGB: 1,000 an epoch)
     target_mrr: float | None = None  # "time to quality": first epoch with validation MRR >= this
 
 
@@ -82,7 +82,9 @@ class TrainConf:
     # softmax: each positive also ranked against all the batch's other targets and negatives
     # (cross-entropy over the batch, plus the BCE terms, which keep scores calibrated at 0).
     loss: str = "bce"  # (conf/config.yaml: model.loss unless set)
-    steps_per_epoch: int | None = None  # None: a full pass over the training edges
+    # An epoch: at most steps_per_epoch x batch_size edges in all, dealt to the workers (each
+    # takes ceil(its share / batch_size) steps; trainer/train.py, epoch_edges). None: a full pass.
+    steps_per_epoch: int | None = None
     exclude_target_edges: bool = True  # drop a batch's positive edges from its message passing
     eval_sources: int | None = 1000  # validation sources scored each epoch (None: all)
     test_sources: int | None = None  # test sources scored at the end (None: all)

@@ -88,24 +88,38 @@ def mix_seed(*values: int) -> int:
     return h
 
 
+def epoch_edges(num_edges: int, batch_size: int, world: int, steps_cap: int | None) -> int:
+    """Training edges each rank takes per epoch: an equal share of the epoch's edges.
+
+    The epoch is the same for every world size, as DDP with a distributed sampler has it: a
+    full pass over the edges, or with ``steps_cap`` the first ``steps_cap * batch_size`` of the
+    shuffle (the cap counts one worker's steps: 10 steps of 512 are 5,120 edges an epoch, 5
+    steps each for 2 workers, 3 for 4). More workers therefore make an epoch shorter (strong
+    scaling), and every row of a sweep trains on the same number of edges per epoch.
+    """
+    total = num_edges if steps_cap is None else min(num_edges, steps_cap * batch_size)
+    return total // world
+
+
 def steps_per_epoch(num_edges: int, batch_size: int, world: int, steps_cap: int | None) -> int:
-    """Steps every rank takes per epoch: its equal shard in batches, capped by ``steps_cap``."""
-    steps = -(-(num_edges // world) // batch_size)
-    return steps if steps_cap is None else min(steps, steps_cap)
+    """Steps every rank takes per epoch: its share of the epoch's edges in batches (the last
+    one short when the share does not divide by ``batch_size``)."""
+    return -(-epoch_edges(num_edges, batch_size, world, steps_cap) // batch_size)
 
 
 def epoch_batches(num_edges: int, batch_size: int, epoch: int, seed: int, rank: int, world: int,
                   steps_cap: int | None) -> list[torch.Tensor]:
     """This rank's edge ids for each step of ``epoch``: a shared shuffle, dealt round-robin.
 
-    Every rank gets the same number of steps (DDP needs that), so up to ``world - 1`` edges an
-    epoch are skipped when the count does not divide evenly.
+    Every rank gets the same number of edges and steps (DDP needs that), so up to ``world - 1``
+    edges an epoch are skipped when the count does not divide evenly.
     """
     perm = torch.randperm(num_edges, generator=torch.Generator().manual_seed(mix_seed(seed, epoch)))
-    steps = steps_per_epoch(num_edges, batch_size, world, steps_cap)
+    share = epoch_edges(num_edges, batch_size, world, steps_cap)
+    steps = -(-share // batch_size)
     # A copy of only what this rank uses, so that the whole permutation (8 bytes an edge: 245 MB
     # on ogbl-citation2) is not held by every worker for the whole epoch.
-    shard = perm[rank::world][: min(num_edges // world, steps * batch_size)].clone()
+    shard = perm[rank::world][:share].clone()
     del perm
     return [shard[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
 
