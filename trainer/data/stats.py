@@ -32,13 +32,13 @@ CITATION2["share of edges held out (valid + test)"] = (
     2 * CITATION2["validation sources"] / CITATION2["citations (all splits)"])
 
 # Published test MRRs on ogbl-citation2 (1,000 negatives per source), by the method names of
-# trainer/data/baselines.py. The OGB leaderboard (ogb.stanford.edu/docs/leader_linkprop, the
-# OGB team's runs): the feature-only MLP 0.2904, Node2vec 0.6141, GraphSAGE with neighbour
-# sampling 0.8044 (full-batch 0.8260). The neighbourhood heuristics are not on the OGB team's
-# list; their figures are those the link-prediction literature reports for them on citation2
-# (e.g. Chamberlain et al., ICLR 2023, Table 2: CN 51.47, AA 51.89, RA 51.98 in percent).
-# Methods of ours with no published counterpart (random, raw-feature and untrained mean-feature
-# cosines) have none here.
+# trainer/data/baselines.py. Checked against the OGB leaderboard's source
+# (snap-stanford/ogb-web, _docs/leaderboard/leader_linkprop.md, ogbl-citation2 table):
+# NeighborSampling (SAGE aggr) 0.8044, Full-batch GraphSAGE 0.8260, Node2vec 0.6141 (the OGB
+# team's runs), Adamic Adar 0.5189 and Common Neighbor 0.5147 (SEAL's authors' runs). Not on
+# that table, so not checked here: resource allocation 0.5198 (Chamberlain et al., ICLR 2023,
+# Table 2) and the feature-only MLP 0.2904 (the OGB paper's MLP row). Methods of ours with no
+# published counterpart (random, raw-feature and untrained mean-feature cosines) have none.
 CITATION2_TEST_MRR = {
     "common_neighbours": 0.5147,
     "adamic_adar": 0.5189,
