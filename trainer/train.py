@@ -116,7 +116,7 @@ def epoch_batches(num_edges: int, batch_size: int, epoch: int, seed: int, rank: 
     """
     perm = torch.randperm(num_edges, generator=torch.Generator().manual_seed(mix_seed(seed, epoch)))
     share = epoch_edges(num_edges, batch_size, world, steps_cap)
-    steps = -(-share // batch_size)
+    steps = steps_per_epoch(num_edges, batch_size, world, steps_cap)
     # A copy of only what this rank uses, so that the whole permutation (8 bytes an edge: 245 MB
     # on ogbl-citation2) is not held by every worker for the whole epoch.
     shard = perm[rank::world][:share].clone()
