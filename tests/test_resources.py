@@ -52,7 +52,9 @@ _GRANDCHILD = "import time; time.sleep(60)"
 _WORKER = f"""
 import os, subprocess, sys, time
 subprocess.Popen([sys.executable, "-c", {_GRANDCHILD!r}])
-print("worker", os.environ["RANK"], os.getpid(), flush=True)
+# One write of under PIPE_BUF bytes is atomic, so the two workers' lines never interleave
+# on the shared pipe (print() makes one write per piece when PYTHONUNBUFFERED is set).
+os.write(1, f"worker {{os.environ['RANK']}} {{os.getpid()}}\\n".encode())
 time.sleep(60)
 """
 _AGENT = f"""
