@@ -21,6 +21,7 @@ backend config, the fault plan and the trainer's slice.
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,7 @@ class SweepConfig(TrainerConfig):
 WHERE_AND_HOW = ("sweep_name", "results_dir", "run_dir", "redo", "progress", "experiment")
 
 
+@functools.cache  # a store converts the dataclass to a config each time: once is enough
 def register_configs() -> None:
     """Register both schemas and every backend's config, so that ``conf/`` can name them."""
     register_trainer_configs()

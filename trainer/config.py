@@ -107,6 +107,7 @@ class TrainerConfig:
     train: TrainConf = field(default_factory=TrainConf)
 
 
+@functools.cache  # a store converts the dataclass to a config each time: once is enough
 def register_configs() -> None:
     """Register the schema so that ``conf/trainer.yaml`` can name it in its defaults list."""
     ConfigStore.instance().store(name="trainer_schema", node=TrainerConfig)
