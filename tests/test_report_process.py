@@ -1,0 +1,95 @@
+"""The process a sweep forks at its start to write its report (bench/callbacks.py).
+
+Each case runs in a fresh interpreter (a fork needs a process without other threads, which
+pytest's may have), on a hand-made sweep folder.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from test_report import write_trial
+
+_SCRIPT = """
+import json, os, signal, sys
+from omegaconf import OmegaConf
+from bench import callbacks
+
+case, sweep = sys.argv[1], sys.argv[2]
+report = callbacks.ReportProcess.start()
+print(json.dumps({"child": report.process.pid}), flush=True)
+if case == "callback":
+    report.wait_ready()
+    os.kill(report.process.pid, signal.SIGINT)  # a Ctrl-C reaches it too: it is the sweep's
+    callbacks.REPORT_PROCESS = report
+    folder = os.path.dirname(sweep)
+    callbacks.ReportCallback().on_multirun_end(
+        OmegaConf.create({"results_dir": folder, "sweep_name": os.path.basename(sweep)}))
+elif case == "died":
+    report.process.kill()
+    report.process.join()
+    print(json.dumps({"wrote": report.write(sweep)}), flush=True)
+elif case == "unused":
+    report.close()
+elif case == "exit":
+    raise SystemExit(2)  # as a refused sweep exits: its atexit handler stops the child
+print(json.dumps({"exitcode": report.process.exitcode,
+                  "pandas_here": "pandas" in sys.modules}), flush=True)
+"""
+
+
+@pytest.fixture()
+def sweep(tmp_path: Path) -> Path:
+    folder = tmp_path / "res" / "s"
+    for workers in (1, 2):
+        write_trial(folder, workers, 2, 0, 10.0 / workers)
+    return folder
+
+
+def _run(case: str, sweep: Path) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+    out = subprocess.run([sys.executable, "-c", _SCRIPT, case, str(sweep)], capture_output=True,
+                         text=True, timeout=300, cwd=Path(__file__).parent.parent)
+    records = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    return out, records
+
+
+def test_the_report_is_written_by_the_child_which_ignores_ctrl_c(sweep):
+    out, records = _run("callback", sweep)
+    assert out.returncode == 0, out.stderr
+    assert "Table 1" in out.stdout and "| 1 | 2 |" in out.stdout  # printed by the child
+    assert (sweep / "report.md").is_file() and (sweep / "plots" / "time_vs_workers.png").is_file()
+    assert not list(sweep.glob("plots/*.svg"))  # a sweep's end draws PNG only
+    assert records[-1] == {"exitcode": 0, "pandas_here": False}  # the parent never loaded it
+
+
+def test_a_child_that_died_leaves_the_report_to_the_caller(sweep):
+    out, records = _run("died", sweep)
+    assert out.returncode == 0, out.stderr
+    assert {"wrote": False} in records
+    assert not (sweep / "report.md").exists()
+
+
+@pytest.mark.parametrize("case", ["unused", "exit"])
+def test_a_sweep_that_ends_without_a_report_stops_the_child_at_once(sweep, case):
+    out, records = _run(case, sweep)
+    assert out.returncode == (0 if case == "unused" else 2), out.stderr
+    if case == "unused":
+        assert records[-1]["exitcode"] == -9  # killed, not left to finish its import
+    child = records[0]["child"]
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
+    assert not (sweep / "report.md").exists()
+
+
+def test_no_child_is_forked_from_a_process_with_threads():
+    script = ("import threading, time; from bench.callbacks import ReportProcess; "
+              "threading.Thread(target=time.sleep, args=(5,), daemon=True).start(); "
+              "print(ReportProcess.start())")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).parent.parent)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "None"
