@@ -1,0 +1,74 @@
+"""The ``bench`` sweeper (hydra_plugins/bench_sweeper): every job of a multirun composed and
+checked before the first runs, each composed once, in the basic sweeper's order.
+
+Each case runs ``bench.sweep`` in a fresh interpreter whose trials only record themselves
+(``bench.trial.run_trial`` replaced) and which counts Hydra's compositions.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+_SCRIPT = """
+import atexit, collections, json, runpy, sys
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.types import RunMode
+import bench.trial
+
+runs, compositions = [], collections.Counter()
+load = ConfigLoaderImpl.load_configuration
+
+def counted(self, config_name, overrides, run_mode, *args, **kwargs):
+    compositions[run_mode.name] += 1
+    return load(self, config_name, overrides, run_mode, *args, **kwargs)
+
+ConfigLoaderImpl.load_configuration = counted
+bench.trial.run_trial = lambda cfg, index, total: runs.append(
+    [index, total, cfg.workers, cfg.epochs])
+atexit.register(lambda: print(json.dumps({"runs": runs, "compositions": compositions})))
+sys.argv = ["bench.sweep", *sys.argv[1:]]
+runpy.run_module("bench.sweep", run_name="__main__", alter_sys=True)
+"""
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _sweep(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    out = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, "dataset=tiny", f"results_dir={tmp_path}/res",
+         "sweep_name=s", "progress=false", *args],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    lines = [line for line in out.stdout.splitlines() if line.startswith('{"runs"')]
+    return out, json.loads(lines[-1])
+
+
+def test_every_job_is_composed_once_in_the_basic_sweepers_order(tmp_path):
+    out, seen = _sweep(tmp_path, "workers=1,2", "epochs=2,3", "-m")
+    assert out.returncode == 0, out.stderr
+    assert seen["runs"] == [[0, 4, 1, 2], [1, 4, 1, 3], [2, 4, 2, 2], [3, 4, 2, 3]]
+    # A composition for each of the 4 jobs (the launcher runs the sweeper's) and one of the
+    # trainer's presets; composing for the launcher again would make it 9.
+    assert seen["compositions"]["RUN"] == 4 + 1
+
+
+def test_an_experiments_grid_is_swept_and_a_command_line_sweep_replaces_its_key(tmp_path):
+    out, seen = _sweep(tmp_path, "experiment=table1", "-m")
+    assert out.returncode == 0, out.stderr
+    assert [run[2:] for run in seen["runs"]] == [[w, e] for w in (2, 4, 6) for e in (10, 30)]
+    assert {run[1] for run in seen["runs"]} == {6}
+
+    out, seen = _sweep(tmp_path, "experiment=table1", "workers=1", "-m")
+    assert out.returncode == 0, out.stderr
+    assert [run[2:] for run in seen["runs"]] == [[1, 10], [1, 30]]
+
+
+def test_a_bad_job_anywhere_stops_the_sweep_before_any_runs(tmp_path):
+    out, seen = _sweep(tmp_path, "workers=1,2", "epochs=2,0", "-m")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"error: epochs=0 is invalid: it must be >= 1 (e.g. epochs=10) (trial dataset=tiny "
+        f"results_dir={tmp_path}/res sweep_name=s progress=False workers=1 epochs=0)")
+    assert seen["runs"] == []
+    assert not (tmp_path / "res").exists()  # not even the sweep's multirun.yaml
