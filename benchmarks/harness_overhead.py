@@ -50,7 +50,8 @@ def _cpu_self() -> float:
 
 
 def _cpu_children() -> float:
-    """CPU of the children reaped so far (the report's renderers are forked children)."""
+    """CPU of the children reaped so far: the report process (bench/callbacks.py), its import
+    made while the sweep started, and its forked renderers."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -209,8 +210,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     line("    start-up (imports, preflight, 1st setup)", figures["startup_cpu_s"], "s")
     line("    between trials (collect, next setup)", figures["between_trials_cpu_s"], "s")
     line("    report (table, plots, fits)", f"{figures['report_cpu_s']:.2f} s CPU "
-         f"(+{figures['report_renderers_cpu_s']:.2f} s in forked renderers), "
-         f"{figures['report_wall_s']:.2f} s wall")
+         f"(+{figures['report_renderers_cpu_s']:.2f} s in the report process and its "
+         f"renderers, import included), {figures['report_wall_s']:.2f} s wall")
     line("sampler CPU / ticks", f"{figures['sampler_cpu_s']:.3f} s / "
          f"{figures['sampler_ticks']} ({figures['sampler_ms_per_tick']:.2f} ms each)")
     line("poll CPU / calls", f"{figures['poll_cpu_s']:.3f} s / {figures['polls']} "
