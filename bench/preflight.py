@@ -69,17 +69,21 @@ def check_jobs(loader: Any, master: DictConfig,
     the first job that is wrong."""
     composed = []
     for job in jobs:
+        label = f" (trial {' '.join(job)})" if len(jobs) > 1 else ""
         try:
-            try:
-                sweep_config = loader.load_sweep_config(master, list(job))
-            except Exception as exc:  # Hydra and OmegaConf raise several types: all user errors
-                raise ConfigError(one_line(exc)) from exc
+            sweep_config = _compose(loader, master, job)
             check_job(task_config(sweep_config))
         except ConfigError as exc:
-            label = f" (trial {' '.join(job)})" if len(jobs) > 1 else ""
             raise ConfigError(f"{exc}{label}") from exc
         composed.append(sweep_config)
     return composed
+
+
+def _compose(loader: Any, master: DictConfig, job: Sequence[str]) -> DictConfig:
+    try:
+        return loader.load_sweep_config(master, list(job))
+    except Exception as exc:  # Hydra and OmegaConf raise several types: all user errors
+        raise ConfigError(one_line(exc)) from exc
 
 
 def task_config(sweep_config: DictConfig) -> DictConfig:

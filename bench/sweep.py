@@ -50,11 +50,12 @@ def main() -> None:
     sys.argv[1:] = take_verbose_flag(sys.argv[1:])  # Hydra parses sys.argv itself
     try:
         args = parse_command_line(sys.argv[1:])
-        if not args.multirun and not prints_only(args):
+        runs = not prints_only(args)
+        if runs and not args.multirun:
             check_single_run(args.overrides)  # a multirun's jobs: in the sweeper
     except ConfigError as exc:
         fail(str(exc))
-    if args.multirun and not prints_only(args):
+    if runs and args.multirun:
         callbacks.REPORT_PROCESS = callbacks.ReportProcess.start()
     os.environ[TOTAL_TRIALS_ENV] = "1"  # the sweeper sets a multirun's
     # Hydra then raises the errors it would print (a composition that fails, a preflight

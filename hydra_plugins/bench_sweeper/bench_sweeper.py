@@ -62,7 +62,7 @@ class ComposedJobs:
     def __getstate__(self) -> dict[str, Any]:  # sent to another process: compositions stay
         return {"loader": self.loader, "kept": {}}
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:  # not through __getattr__
         self.__dict__.update(state)
 
 
