@@ -506,7 +506,15 @@ def test_a_dry_run_sweep_writes_one_manifest_per_trial_and_contacts_no_cluster(
         )  # fmt: skip
         assert out.returncode == 0, out.stdout + out.stderr
         assert fake.requests == []
-    manifests = sorted((tmp_path / "res" / "review" / "manifests").glob("*.yaml"))
+        manifests = sorted((tmp_path / "res" / "review" / "manifests").glob("*.yaml"))
+        if shutil.which("kubectl"):  # as a user reviews them: kubectl's client-side dry run
+            applied = subprocess.run(
+                ["kubectl", f"--kubeconfig={kubeconfig}", "apply", "--dry-run=client", "-o",
+                 "name", *[f"--filename={p}" for p in manifests]],
+                capture_output=True, text=True, timeout=60)
+            assert applied.returncode == 0, applied.stderr
+            assert applied.stdout.count("pytorchjob.kubeflow.org/") == 2
+            assert "/openapi/v3/apis/kubeflow.org/v1" in {p.split("?")[0] for _, p in fake.requests}
     assert [m.stem.split("-")[0] for m in manifests] == ["w1", "w4"]
     for path in manifests:
         manifest = yaml.safe_load(path.read_text())

@@ -121,15 +121,18 @@ def test_dry_run_writes_trainjobs_that_pass_the_schema_and_kubectl_apply(trainjo
             manifest = yaml.safe_load(path.read_text())
             assert manifest["kind"] == "TrainJob" and crd_errors(trainjob_schema, manifest) == []
             assert manifest["spec"]["trainer"]["numNodes"] == int(path.stem.split("-")[0][1:])
-        # Client-side: kubectl parses each file and maps its kind through the server's
-        # discovery (the fake serves Trainer's API group); the fake serves no OpenAPI document
-        # for kubectl's own field validation, which the strict CRD schema above stands for.
+        # Client-side, as a user runs it: kubectl parses each file, maps its kind through the
+        # server's discovery and, finding the fieldValidation parameter in the group's OpenAPI v3
+        # document, leaves field validation to the server, as on a real cluster (the strict CRD
+        # schema above is the field check).
         applied = subprocess.run(
-            ["kubectl", f"--kubeconfig={kubeconfig}", "apply", "--dry-run=client",
-             "--validate=false", "-o", "name",
+            ["kubectl", f"--kubeconfig={kubeconfig}", "apply", "--dry-run=client", "-o", "name",
              *[f"--filename={p}" for p in manifests]], capture_output=True, text=True, timeout=60)
         assert applied.returncode == 0, applied.stderr
         assert applied.stdout.count("trainjob.trainer.kubeflow.org/") == 6
+        read = {path.split("?")[0] for method, path in fake.requests}
+        assert "/openapi/v3/apis/trainer.kubeflow.org/v1alpha1" in read
+        assert not [m for m, _ in fake.requests if m != "GET"]  # a client dry run writes nothing
     assert "dry run" in out.stdout
 
 

@@ -1,7 +1,8 @@
 """A fake Kubernetes API server on 127.0.0.1, for the real clients: the harness's
 ``kubernetes`` client, ``kubectl`` and the Kubeflow SDK's ``TrainingClient``.
 
-It serves discovery (``/version``, ``/api``, ``/apis``, each group version's resource list), and
+It serves discovery (``/version``, ``/api``, ``/apis``, each group version's resource list, the
+OpenAPI v3 index and one document per group version: see ``openapi_v3``), and
 get, list (label and field selectors), watch, create, update, merge patch and delete (with
 propagation, grace period and preconditions) of namespaces, nodes, pods, services, events and
 PyTorchJobs; ``pods/log`` (``container``, ``previous``, ``tailLines``, ``follow``);
@@ -350,6 +351,61 @@ def discovery(fake: FakeKube, path: str) -> dict[str, Any] | None:
     return None
 
 
+def openapi_v3(fake: FakeKube, path: str) -> dict[str, Any] | None:
+    """``/openapi/v3`` and its group-version documents, as far as ``kubectl`` reads them.
+
+    kube-apiserver publishes (since 1.27, GA of ServerSideFieldValidation) an index whose ``paths``
+    name every group version (``api/v1``, ``apis/<group>/<version>``) with a
+    ``serverRelativeURL``, and for each an OpenAPI 3.0 document whose operations carry the
+    ``x-kubernetes-group-version-kind`` extension; every PATCH takes the ``fieldValidation`` query
+    parameter. kubectl (cli-runtime's query-param verifier, v3 first, then ``/openapi/v2``) reads
+    that parameter on the kind's PATCH operation: where the server has it, kubectl leaves field
+    validation to the server and checks no schema itself, which is why ``kubectl apply
+    --dry-run=client`` of a custom resource is accepted on a real cluster without kubectl
+    downloading its schema. The documents here have those operations and a stub schema per kind
+    (``type: object`` with the GVK extension), not the CRDs' schemas; and, unlike a real server,
+    the fake does not enforce ``fieldValidation=Strict`` on writes (the tests check manifests
+    against the strict CRD schemas instead).
+    """
+    served = fake.resources()
+    versions = sorted({(r.group, r.version) for r in served})
+
+    def gv_path(group: str, version: str) -> str:
+        return f"apis/{group}/{version}" if group else f"api/{version}"
+
+    if path == "/openapi/v3":
+        return {"paths": {gv_path(g, v): {"serverRelativeURL": f"/openapi/v3/{gv_path(g, v)}"}
+                          for g, v in versions}}
+    match = re.fullmatch(r"/openapi/v3/api/(v1)|/openapi/v3/apis/([^/]+)/([^/]+)", path)
+    if not match:
+        return None
+    group, version = match.group(2) or "", match.group(1) or match.group(3)
+    rs = [r for r in served if (r.group, r.version) == (group, version)]
+    if not rs:
+        return None
+    paths: dict[str, Any] = {}
+    schemas: dict[str, Any] = {}
+    query = [{"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
+             for n in ("dryRun", "fieldManager", "fieldValidation", "force")]
+    for r in rs:
+        gvk = {"group": group, "version": version, "kind": r.kind}
+        scope = "/namespaces/{namespace}" if r.namespaced else ""
+        name = f"{'.'.join(reversed(group.split('.'))) if group else 'io.k8s.api.core'}." \
+               f"{version}.{r.kind}"
+        schemas[name] = {"type": "object", "x-kubernetes-group-version-kind": [gvk]}
+        ref = {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+        paths[f"/{gv_path(group, version)}{scope}/{r.plural}/{{name}}"] = {
+            **{verb: {"x-kubernetes-action": verb, "x-kubernetes-group-version-kind": gvk,
+                      "responses": {"200": {"description": "OK", **ref}}}
+               for verb in ("get", "put", "delete")},
+            "patch": {"x-kubernetes-action": "patch", "x-kubernetes-group-version-kind": gvk,
+                      "parameters": query, "responses": {"200": {"description": "OK", **ref}}},
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string", "uniqueItems": True}}]}
+    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0-fake"},
+            "paths": paths, "components": {"schemas": schemas}}
+
+
 def flag(query: dict[str, str], key: str) -> bool:
     """A boolean query parameter as Go's strconv.ParseBool reads it (``true``, ``True``, ``1``)."""
     return query.get(key, "").lower() in ("1", "t", "true")
@@ -441,7 +497,7 @@ def _handler_for(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
                                                 503: "ServiceUnavailable"}.get(code, "Unknown"),
                                             fault.details), fault.headers)
             if method == "GET":
-                doc = discovery(fake, path.rstrip("/") or "/")
+                doc = discovery(fake, path.rstrip("/") or "/") or openapi_v3(fake, path)
                 if doc is not None:
                     return self._send(200, doc)
             target = parse_target(fake, path)
