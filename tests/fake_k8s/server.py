@@ -366,6 +366,10 @@ def openapi_v3(fake: FakeKube, path: str) -> dict[str, Any] | None:
     (``type: object`` with the GVK extension), not the CRDs' schemas; and, unlike a real server,
     the fake does not enforce ``fieldValidation=Strict`` on writes (the tests check manifests
     against the strict CRD schemas instead).
+
+    Sources: the vendor extensions and their placement on operations, kubernetes/kubernetes
+    ``api/openapi-spec/README.md``; the order of kubectl's requests (``/openapi/v3``, then the
+    group's document, then the object), kubectl 1.32's own ``-v=6`` log against this fake.
     """
     served = fake.resources()
     versions = sorted({(r.group, r.version) for r in served})
