@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -93,22 +94,24 @@ def write_report(
     report.files.append(_write_scaling_json(fits, out / "scaling.json"))
 
     plots = out / PLOTS_DIR
-    figures = {
-        "time": plot_time(table),
-        "speedup": plot_speedup(table),
-        "curves": plot_curves(df),
-        "scaling": plot_scaling(fits),
+    # What draws each figure; save_figures draws them, the costliest first.
+    makers = {
+        "time": lambda: plot_time(table),
+        "speedup": lambda: plot_speedup(table),
+        "curves": lambda: plot_curves(df),
+        "scaling": lambda: plot_scaling(fits),
     }
     ext = "png" if "png" in formats else formats[0]
     links, usage, jobs = {}, [], []
-    for (key, fig), stem in zip(figures.items(), PLOT_STEMS, strict=True):
-        jobs.append((fig, plots / stem))
+    for (key, make), stem in zip(makers.items(), PLOT_STEMS, strict=True):
+        jobs.append((make, plots / stem))
         links[key] = f"{PLOTS_DIR}/{stem}.{ext}"
+    jobs.append(jobs.pop(0))  # the time plot has one panel: after the two-panel ones
     for trial in chosen:
         paths = []
         for kind in ("cpu", "memory"):
             stem = f"{kind}_{trial['trial_id']}"
-            jobs.append((plot_usage(trial, kind), plots / stem))
+            jobs.append((functools.partial(plot_usage, trial, kind), plots / stem))
             paths.append(f"{PLOTS_DIR}/{stem}.{ext}")
         usage.append((trial, paths))
     report.files += save_figures(jobs, formats)
