@@ -1,6 +1,9 @@
 """Read scalar series back from TensorBoard event files.
 
-Records are read with TensorBoard's own ``RawEventFileLoader`` and parsed as ``Event`` protos.
+Records are parsed as TensorBoard's ``Event`` protos. The records themselves are read here, not
+with TensorBoard's ``RawEventFileLoader``: that loader imports TensorBoard's TensorFlow stub and
+numpy (about 0.15 s of every sweep's start-up, bench/trial.py imports this module) for what is a
+framing of a few lines (see ``_records``); the tests check that the two read the same records.
 Two encodings of a scalar are understood:
 
 * ``simple_value`` (a float32), written by ``SummaryWriter.add_scalar`` by default;
@@ -9,28 +12,69 @@ Two encodings of a scalar are understood:
   ``tf.summary.scalar``. Such writers may attach the metadata only to the first value of a tag,
   so the metadata seen first is remembered per tag.
 
-TensorBoard's loader stops quietly at a truncated or corrupt record (it only logs at DEBUG
-level). To report that, the bytes of the records read are counted (each TFRecord is framed by
-16 bytes: an 8-byte length, its 4-byte CRC, the data and a 4-byte data CRC) and compared with the
-file size. A file that is still being written can also end in a partial record and is then
+Reading stops, as TensorBoard's loader does, at a truncated record or one whose checksum is
+wrong; the bytes of the records read are then compared with the file size and the difference
+reported. A file that is still being written can also end in a partial record and is then
 reported in the same way.
 """
 
 from __future__ import annotations
 
 import os
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from google.protobuf.message import DecodeError
-from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto import event_pb2, summary_pb2
-from tensorboard.util import tensor_util
 
 EVENT_FILE_PATTERN = "events.out.tfevents.*"
 _RECORD_FRAMING_BYTES = 16
 _SCALARS_PLUGIN_NAME = "scalars"
+
+
+# TFRecord framing, as TensorFlow's TFRecord format documents it: each record is its length (a
+# little-endian uint64), the masked CRC-32C of those 8 bytes (uint32), the data, and the masked
+# CRC-32C of the data. CRC-32C is the Castagnoli polynomial (reflected, 0x82F63B78); masking
+# rotates the CRC right by 15 bits and adds 0xA282EAD8.
+def _crc32c_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def masked_crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _records(data: bytes) -> Iterator[bytes]:
+    """The records of a TFRecord file's bytes, up to the first one cut short or with a wrong
+    checksum."""
+    offset = 0
+    while offset + 12 <= len(data):
+        length_bytes = data[offset:offset + 8]
+        (length,) = struct.unpack("<Q", length_bytes)
+        (length_crc,) = struct.unpack_from("<I", data, offset + 8)
+        end = offset + 12 + length
+        if length_crc != masked_crc32c(length_bytes) or end + 4 > len(data):
+            return
+        record = data[offset + 12:end]
+        if struct.unpack_from("<I", data, end)[0] != masked_crc32c(record):
+            return
+        yield record
+        offset = end + 4
 
 
 @dataclass
@@ -108,6 +152,9 @@ class _ScalarCollector:
             return float(value.simple_value)
         if kind != "tensor" or not self.tag_is_scalar.get(value.tag, False):
             return None
+        import numpy as np  # only for tensor-encoded scalars (our trainer writes simple_value)
+        from tensorboard.util import tensor_util
+
         array = tensor_util.make_ndarray(value.tensor)
         if array.size != 1 or not np.issubdtype(array.dtype, np.number):
             return None
@@ -125,8 +172,9 @@ def _read_event_file(path: Path, collector: _ScalarCollector, problems: list[str
     bytes_read = 0
     records = 0
     try:
-        file_size = path.stat().st_size
-        for record in RawEventFileLoader(str(path)).Load():
+        data = path.read_bytes()
+        file_size = len(data)
+        for record in _records(data):
             offset = bytes_read
             bytes_read += len(record) + _RECORD_FRAMING_BYTES
             records += 1

@@ -104,7 +104,7 @@ def _run_owned(trial: Trial, folder: TrialDir, index: int, total: int,
         sampler.start()
         injector = injector_for(trial.fault, handle)
         status = wait(handle, spec.timeout_s, trial.backend.poll_interval_s,
-                      _polls(handle, progress, injector, recoveries))
+                      _polls(handle, progress, injector, recoveries), sleep=handle.pause)
         if injector is not None:
             status = injector.explain(status, spec.backoff_limit)
     except KeyboardInterrupt:

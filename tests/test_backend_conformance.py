@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -132,7 +133,7 @@ def finished(target, tmp_path_factory) -> Run:
         if not killed and status.state is JobState.RUNNING and info.epoch >= 1:
             killed.append(handle.kill_worker(1))
 
-    status = wait(handle, 240, 0.2, on_poll)
+    status = wait(handle, 240, 0.2, on_poll, sleep=handle.pause)  # as the harness waits
     sampler.stop()
     handle.collect(spec.trial_dir)
     run = Run(spec, handle, status, seen, bool(killed and killed[0]))
@@ -194,3 +195,27 @@ def test_cancel_stops_a_running_trial(target, tmp_path):
     handle.release()
     if target.leftovers is not None:
         assert target.leftovers() == []
+
+
+def test_the_local_backend_sees_a_trial_end_when_torchrun_exits(tiny_root, tmp_path):
+    """An hour between polls, and the wait still ends with the trial: the handle's pause ends
+    when torchrun does, so finished_at is the trial's end (an alarm fails the test rather than
+    let it hang if it is not)."""
+    target = Target("local", ["backend=local", f"data_root={tiny_root}"])
+    spec, handle = target.submit(tmp_path, "epochs=1")
+
+    def hung(signum, frame):
+        handle.cancel("the test's alarm")
+        raise AssertionError("the wait did not end with torchrun")
+
+    polls: list[JobState] = []
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(600)
+    try:
+        status = wait(handle, 7200, 3600, lambda s: polls.append(s.state), sleep=handle.pause)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    handle.release()
+    assert status.state is JobState.SUCCEEDED, status.reason
+    assert polls == [JobState.RUNNING, JobState.SUCCEEDED]  # one poll while it ran, one at its end

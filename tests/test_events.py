@@ -159,3 +159,37 @@ def test_time_to_target_is_the_first_epoch_at_or_above_the_target() -> None:
     assert time_to_target(scalars, 0.40, 1000.0) == (40.0, 4)  # >=: reaching it counts
     assert time_to_target(scalars, 0.50, 1000.0) == (None, None)  # never reached
     assert time_to_target(scalars, None, 1000.0) == (None, None)  # no target for the dataset
+
+
+def _tensorboards_records(path: Path) -> list[bytes]:
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+
+    return list(RawEventFileLoader(str(path)).Load())
+
+
+def test_the_record_framing_reads_what_tensorboards_own_loader_reads(tmp_path: Path) -> None:
+    """bench.events reads TFRecords itself (not with TensorBoard's loader, which imports its
+    TensorFlow stub); on a real file, a cut one and one with a flipped bit, it yields the
+    records TensorBoard's ``RawEventFileLoader`` yields, and its CRC is the stub's."""
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as theirs
+
+    from bench.events import _records, masked_crc32c
+
+    for data in (b"", b"a", b"123456789", bytes(range(256)) * 3):
+        assert masked_crc32c(data) == theirs(data)
+    _write_run(tmp_path / "run", range(6))
+    original = _only_event_file(tmp_path / "run")
+    data = original.read_bytes()
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x10
+    cases = {"whole": data, "cut": data[:-7], "flipped": bytes(flipped)}
+    counts = {}
+    for name, content in cases.items():
+        path = tmp_path / name / original.name
+        path.parent.mkdir()
+        path.write_bytes(content)
+        ours = list(_records(content))
+        assert ours == _tensorboards_records(path), name
+        counts[name] = len(ours)
+    assert counts["whole"] == 1 + 6 * 3  # the file-version event, then three tags a step
+    assert counts["cut"] == counts["whole"] - 1 and 0 < counts["flipped"] < counts["cut"]

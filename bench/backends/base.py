@@ -141,6 +141,11 @@ class TrialHandle(Protocol):
     def poll(self) -> JobStatus:
         """The current state; cheap, never blocks."""
 
+    def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` before the next poll, or less where the backend learns sooner that
+        the job ended (the local one waits on torchrun itself), so that the end of a trial is
+        seen when it comes rather than up to a poll interval later."""
+
     def sampler(self, interval_s: float) -> Sampler:
         """The sampler of the trial's CPU and memory per worker (not started)."""
 
@@ -183,7 +188,8 @@ def wait(handle: TrialHandle, timeout_s: float, poll_interval_s: float,
          on_poll: Callable[[JobStatus], None] | None = None,
          clock: Callable[[], float] = time.monotonic,
          sleep: Callable[[float], None] = time.sleep) -> JobStatus:
-    """Poll until the trial finishes; cancel it and report FAILED after ``timeout_s``."""
+    """Poll until the trial finishes; cancel it and report FAILED after ``timeout_s``.
+    ``sleep`` waits between polls (the harness passes the handle's ``pause``)."""
     deadline = clock() + timeout_s
     while True:
         status = handle.poll()

@@ -242,6 +242,9 @@ class ContainerHandle:
             reason += f"; the kernel killed it out of memory (backend.memory={self.opts.memory})"
         return reason
 
+    def pause(self, seconds: float) -> None:
+        time.sleep(seconds)
+
     def sampler(self, interval_s: float) -> Sampler:
         """CPU and memory of each running container, from its cgroup."""
         self._cgroups = ContainerCgroups(lambda: dict(self._running))

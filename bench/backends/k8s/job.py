@@ -299,6 +299,9 @@ class JobHandle(ABC):
         )
         return self._last
 
+    def pause(self, seconds: float) -> None:
+        time.sleep(seconds)  # the job's end time is the operator's condition (finished_time)
+
     def sampler(self, interval_s: float) -> Sampler:
         """The sampler of this trial's CPU and memory (PodMetrics of its pods)."""
         self._metrics = PodMetrics(self.client, self.name)
@@ -479,6 +482,9 @@ class DryRunHandle:
             self.submitted_at,
             self.submitted_at,
         )
+
+    def pause(self, seconds: float) -> None:
+        pass  # its poll says it is over at once
 
     def sampler(self, interval_s: float) -> Sampler:
         return Sampler(_NoReadings(), interval_s)

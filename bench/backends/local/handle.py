@@ -161,6 +161,14 @@ class LocalHandle:
         self._start()
         return JobStatus(JobState.RESTARTING, self.restarts, cause, self.submitted_at)
 
+    def pause(self, seconds: float) -> None:
+        # torchrun's exit ends the wait (Popen.wait checks every 50 ms at most), so a trial's
+        # finished_at is its end, not the next poll up to an interval later.
+        try:
+            self.process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            pass
+
     def _finish(self, state: JobState, reason: str | None) -> JobStatus:
         self._stop_leftovers()
         for path in self.failures.glob("rank*.json"):  # keep only the records there are
