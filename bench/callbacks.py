@@ -1,132 +1,13 @@
-"""Hydra callbacks of the sweep (``hydra.callbacks`` in conf/config.yaml), and the process that
-writes a multirun's report.
-
-Importing the report's libraries (pandas, matplotlib) takes about 1.3 s of one core, and the
-trials must have the machine to themselves, so a sweep (``bench.sweep`` with ``-m``) forks a
-:class:`ReportProcess` as it starts: it makes that import on a core the sweep's start-up
-(composing and checking every job, one core) leaves idle, and then sleeps until the sweep ends
-and sends it the sweep's folder. The first trial starts only once the import is done
-(:meth:`ReportProcess.wait_ready`), so no trial shares the machine with it. Without one (a
-report callback in a test, a platform without ``fork``) the report is written in this process.
-"""
+"""Hydra callbacks of the sweep (``hydra.callbacks`` in conf/config.yaml)."""
 
 from __future__ import annotations
 
-import atexit
-import multiprocessing as mp
-import signal
-import sys
-import threading
-from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-# PNG only: SVG would add about half the rendering time, and `python -m bench.report` writes it.
-SWEEP_FORMATS = ("png",)
-
-
-def write_sweep_report(sweep_dir: str) -> None:
-    """The full report (tables, plots, scaling fits, report.md); Table 1 printed."""
-    # matplotlib, pandas and scipy only when a sweep ends (or in the report process)
-    from bench.report import NoResultsError, write_report, write_table
-
-    try:
-        table = write_report(sweep_dir, formats=SWEEP_FORMATS).table_md
-    except NoResultsError as exc:  # no trial ran
-        print(f"no table: {exc}", file=sys.stderr)
-        return
-    except Exception as exc:  # a broken plot must not hide the sweep's numbers
-        print(f"report incomplete ({type(exc).__name__}: {exc}); writing the table only",
-              file=sys.stderr)
-        try:
-            table = write_table(sweep_dir)
-        except Exception as again:  # the results stay on disk for python -m bench.report
-            print(f"no table: {type(again).__name__}: {again}", file=sys.stderr)
-            return
-    print(f"\nTable 1 ({sweep_dir}/table.md):\n\n{table}", flush=True)
-    print(f"Report: {sweep_dir}/report.md (python -m bench.report {sweep_dir} rebuilds it)",
-          flush=True)
-
-
-class ReportProcess:
-    """A child forked before anything else runs that imports the report and waits for the
-    sweep's folder; ``start()`` is None where it cannot be forked safely."""
-
-    def __init__(self, process: Any, conn: Connection):
-        self.process, self.conn = process, conn
-        self.ready = self.done = False
-
-    @classmethod
-    def start(cls) -> ReportProcess | None:
-        # A fork copies only the forking thread: with others running it could copy a held lock.
-        if threading.active_count() > 1 or "fork" not in mp.get_all_start_methods():
-            return None
-        ours, theirs = mp.get_context("fork").Pipe()
-        # Not a daemon: its renderers are its children, which a daemon may not have.
-        process = mp.get_context("fork").Process(target=_serve, args=(theirs, ours),
-                                                 name="report")
-        process.start()
-        theirs.close()
-        started = cls(process, ours)
-        atexit.register(started.close)  # before multiprocessing's exit handler joins it
-        return started
-
-    def wait_ready(self) -> None:
-        """Block until the child has imported the report (or died: then it is not used)."""
-        if not self.ready and self.process.is_alive():
-            wait([self.conn, self.process.sentinel])
-            self.ready = True
-
-    def write(self, sweep_dir: str) -> bool:
-        """Have the child write the report of ``sweep_dir`` (it prints Table 1 itself); False
-        when it could not (it died), so that the caller writes it here."""
-        try:
-            self.wait_ready()
-            if self.conn.recv() != "ready":
-                return False
-            sys.stdout.flush()
-            sys.stderr.flush()
-            self.conn.send(sweep_dir)
-            self.done = self.conn.recv() == "done"
-            return self.done
-        except (EOFError, OSError):
-            return False
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Done with it: a child that has not written a report (the sweep failed or was
-        interrupted, even while it was writing) is stopped at once; one that has is on its way
-        out."""
-        if self.conn.closed:
-            return
-        self.conn.close()
-        if not self.done:
-            self.process.kill()
-        self.process.join()
-
-
-def _serve(conn: Connection, parents_end: Connection) -> None:
-    """The report process: import, say ready, write the one report it is sent, exit. It ends
-    as well when the sweep goes away without sending one (its end of the pipe closes)."""
-    parents_end.close()  # or the pipe would never reach end-of-file here
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the sweep's to handle
-    try:
-        import bench.report  # noqa: F401  (the import this process is for)
-
-        conn.send("ready")
-        sweep_dir = conn.recv()
-    except (EOFError, OSError, ImportError):
-        return
-    write_sweep_report(sweep_dir)
-    sys.stdout.flush()
-    conn.send("done")
-
-
-# The sweep's report process, if bench.sweep started one (only in its main process).
-REPORT_PROCESS: ReportProcess | None = None
+from bench import report_process
 
 
 class ReportCallback(Callback):
@@ -134,5 +15,5 @@ class ReportCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = f"{config.results_dir}/{config.sweep_name}"
-        if REPORT_PROCESS is None or not REPORT_PROCESS.write(sweep_dir):
-            write_sweep_report(sweep_dir)
+        if (running := report_process.REPORT_PROCESS) is None or not running.write(sweep_dir):
+            report_process.write_sweep_report(sweep_dir)

@@ -10,9 +10,9 @@ Which key belongs to whom is declared here once:
 
 * the trainer's slice is every field of ``TrainerConfig``;
 * the harness's part is every field :class:`SweepConfig` adds;
-* :data:`WHERE_AND_HOW` are the harness keys that say where results go and how a trial is run,
-  not what it computes: a trial's identity (:func:`identity`) and the report's "setting" of a
-  trial leave them out, and of the backend only its name counts.
+* :data:`~bench.store.WHERE_AND_HOW` are the harness keys that say where results go and how a
+  trial is run, not what it computes: a trial's identity (:func:`identity`) and the report's
+  "setting" of a trial leave them out, and of the backend only its name counts.
 
 :func:`split` makes a :class:`Trial` of a composed job: its identity, computed once, the typed
 backend config, the fault plan and the trainer's slice.
@@ -31,7 +31,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from bench.backends import BACKENDS, register_backend_configs
 from bench.backends.base import BackendConfig
-from bench.store import config_key
+from bench.store import WHERE_AND_HOW, config_key
 from trainer.config import (
     ConfigError,
     TrainerConfig,
@@ -81,11 +81,6 @@ class SweepConfig(TrainerConfig):
     progress: bool | None = None  # live progress line (None: only when stdout is a terminal)
     backend: BackendConfig = MISSING  # backend=local | k8s: see bench/backends/<name>/config.py
     fault: FaultConfig = field(default_factory=FaultConfig)
-
-
-# Harness keys that say where results go and how a trial is run, not what it computes. (data_root
-# is not one of them: another folder may hold other data.)
-WHERE_AND_HOW = ("sweep_name", "results_dir", "run_dir", "redo", "progress", "experiment")
 
 
 @functools.cache  # a store converts the dataclass to a config each time: once is enough

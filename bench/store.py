@@ -12,6 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+# Harness keys that say where results go and how a trial is run, not what it computes: what a
+# trial's config key (bench.config.identity) and the report's "setting" of a trial leave out.
+# (data_root is not one of them: another folder may hold other data.) Here, in a module of the
+# standard library only, so that the report process reads it without importing Hydra.
+WHERE_AND_HOW = ("sweep_name", "results_dir", "run_dir", "redo", "progress", "experiment")
+
 
 def config_key(cfg: dict[str, Any]) -> str:
     """Return a short stable key for a plain (JSON-serialisable) config dict.

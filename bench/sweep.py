@@ -9,8 +9,9 @@
    those compositions), so a bad value anywhere stops the command with one line;
 2. Hydra runs the jobs (one after another, or hydra/launcher=bench_parallel), each one trial
    (bench/trial.py);
-3. at the end of a multirun, the report (bench/callbacks.py): Table 1 printed, plots written,
-   by a process forked at the start that imports the report's libraries while step 1 runs.
+3. at the end of a multirun, the report (bench/callbacks.py): Table 1 printed, plots
+   written, by a process forked first thing (bench/report_process.py) that imports the
+   report's libraries while step 1 runs.
 
 ``--verbose`` (``-v``) adds the traceback to one-line errors, here and in the trainers.
 """
@@ -20,32 +21,44 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from typing import TYPE_CHECKING
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
-from hydra.types import RunMode
-from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
+from bench import report_process  # the standard library only: see main()
 
-from bench import callbacks
-from bench.config import register_configs
-from bench.preflight import TOTAL_TRIALS_ENV, check_single_run, parse_command_line, prints_only
-from trainer.config import ConfigError, fail, one_line, take_verbose_flag
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _trial(cfg: DictConfig) -> None:
+    """The task function Hydra calls for each job: one trial."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from bench.preflight import TOTAL_TRIALS_ENV
     from bench.trial import run_trial  # after the preflight: a refused sweep never loads it
 
     hydra_cfg = HydraConfig.get()
     index = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else 0
-    if callbacks.REPORT_PROCESS is not None:
-        callbacks.REPORT_PROCESS.wait_ready()  # no trial shares the machine with its import
+    if report_process.REPORT_PROCESS is not None:
+        report_process.REPORT_PROCESS.wait_ready()  # no trial shares the machine with its import
     run_trial(cfg, index, int(os.environ.get(TOTAL_TRIALS_ENV, 1)))
 
 
 def main() -> None:
+    # First, before Hydra is even imported (0.2 s): a multirun's report process, so that its
+    # import (pandas, matplotlib: about 1 s on the other core) is over when the first trial is
+    # ready to start. Hence the imports below, made after the fork.
+    if report_process.asks_for_multirun(sys.argv[1:]):
+        report_process.REPORT_PROCESS = report_process.ReportProcess.start()
+
+    import hydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from bench.config import register_configs
+    from bench.preflight import TOTAL_TRIALS_ENV, check_single_run, parse_command_line, prints_only
+    from trainer.config import ConfigError, fail, one_line, take_verbose_flag
+
     register_configs()
     sys.argv[1:] = take_verbose_flag(sys.argv[1:])  # Hydra parses sys.argv itself
     try:
@@ -55,14 +68,18 @@ def main() -> None:
             check_single_run(args.overrides)  # a multirun's jobs: in the sweeper
     except ConfigError as exc:
         fail(str(exc))
-    if runs and args.multirun:
-        callbacks.REPORT_PROCESS = callbacks.ReportProcess.start()
+    wanted = runs and args.multirun  # Hydra's reading of the command line, which decides
+    if wanted and report_process.REPORT_PROCESS is None:
+        report_process.REPORT_PROCESS = report_process.ReportProcess.start()
+    elif not wanted and report_process.REPORT_PROCESS is not None:
+        report_process.REPORT_PROCESS.close()
+        report_process.REPORT_PROCESS = None
     os.environ[TOTAL_TRIALS_ENV] = "1"  # the sweeper sets a multirun's
     # Hydra then raises the errors it would print (a composition that fails, a preflight
     # check), and they become one line here.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        _trial()
+        hydra.main(version_base="1.3", config_path="../conf", config_name="config")(_trial)()
     except ConfigError as exc:
         fail(str(exc))
     except (HydraException, OmegaConfBaseException) as exc:

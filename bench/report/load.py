@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.config import WHERE_AND_HOW
 from bench.layout import TrialDir
 from bench.result import TrialResult, numeric_fields
-from bench.store import read_json
+from bench.store import WHERE_AND_HOW, read_json
 
 # Table dimensions of their own (nullable ints) rather than part of a trial's "setting".
 IDENTITY_FIELDS = ("workers", "epochs", "seed")

@@ -1,0 +1,141 @@
+"""The process that writes a multirun's report (its callback: bench/callbacks.py).
+
+Importing the report's libraries (pandas, matplotlib) takes about 1 s of one core, and the
+trials must have the machine to themselves, so a sweep (``bench.sweep`` with ``-m``) forks a
+:class:`ReportProcess` first thing, before it imports Hydra: the child makes that import (and
+draws one figure, which loads the fonts its renderers then inherit) on a core the sweep's
+start-up (composing and checking every job, one core) leaves idle, and then sleeps until the
+sweep ends and sends it the sweep's folder. The first trial starts only once the import is done
+(:meth:`ReportProcess.wait_ready`), so no trial shares the machine with it. Without one (a
+report callback in a test, a platform without ``fork``) the report is written in this process.
+
+This module imports only the standard library, so that the fork comes before anything heavy.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing as mp
+import signal
+import sys
+import threading
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+# PNG only: SVG would add about half the rendering time, and `python -m bench.report` writes it.
+SWEEP_FORMATS = ("png",)
+
+
+def write_sweep_report(sweep_dir: str) -> None:
+    """The full report (tables, plots, scaling fits, report.md); Table 1 printed."""
+    # matplotlib, pandas and scipy only when a sweep ends (or in the report process)
+    from bench.report import NoResultsError, write_report, write_table
+
+    try:
+        table = write_report(sweep_dir, formats=SWEEP_FORMATS).table_md
+    except NoResultsError as exc:  # no trial ran
+        print(f"no table: {exc}", file=sys.stderr)
+        return
+    except Exception as exc:  # a broken plot must not hide the sweep's numbers
+        print(f"report incomplete ({type(exc).__name__}: {exc}); writing the table only",
+              file=sys.stderr)
+        try:
+            table = write_table(sweep_dir)
+        except Exception as again:  # the results stay on disk for python -m bench.report
+            print(f"no table: {type(again).__name__}: {again}", file=sys.stderr)
+            return
+    print(f"\nTable 1 ({sweep_dir}/table.md):\n\n{table}", flush=True)
+    print(f"Report: {sweep_dir}/report.md (python -m bench.report {sweep_dir} rebuilds it)",
+          flush=True)
+
+
+# Hydra's options that only print (--help, --hydra-help, --cfg, --info, --shell-completion).
+_PRINTS_ONLY = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc",
+                "--shell-completion")
+
+
+def asks_for_multirun(argv: list[str]) -> bool:
+    """Whether a command line runs a multirun (``-m``), read before Hydra is imported; a guess
+    bench.sweep checks once Hydra has read the command line (bench.preflight)."""
+    words = {arg.split("=", 1)[0] for arg in argv if arg.startswith("-")}
+    return bool(words & {"-m", "--multirun"}) and not words & set(_PRINTS_ONLY)
+
+
+class ReportProcess:
+    """A child forked before anything else runs that imports the report and waits for the
+    sweep's folder; ``start()`` is None where it cannot be forked safely."""
+
+    def __init__(self, process: Any, conn: Connection):
+        self.process, self.conn = process, conn
+        self.ready = self.done = False
+
+    @classmethod
+    def start(cls) -> ReportProcess | None:
+        # A fork copies only the forking thread: with others running it could copy a held lock.
+        if threading.active_count() > 1 or "fork" not in mp.get_all_start_methods():
+            return None
+        ours, theirs = mp.get_context("fork").Pipe()
+        # Not a daemon: its renderers are its children, which a daemon may not have.
+        process = mp.get_context("fork").Process(target=_serve, args=(theirs, ours),
+                                                 name="report")
+        process.start()
+        theirs.close()
+        started = cls(process, ours)
+        atexit.register(started.close)  # before multiprocessing's exit handler joins it
+        return started
+
+    def wait_ready(self) -> None:
+        """Block until the child has imported the report (or died: then it is not used)."""
+        if not self.ready and self.process.is_alive():
+            wait([self.conn, self.process.sentinel])
+            self.ready = True
+
+    def write(self, sweep_dir: str) -> bool:
+        """Have the child write the report of ``sweep_dir`` (it prints Table 1 itself); False
+        when it could not (it died), so that the caller writes it here."""
+        try:
+            self.wait_ready()
+            if self.conn.recv() != "ready":
+                return False
+            sys.stdout.flush()
+            sys.stderr.flush()
+            self.conn.send(sweep_dir)
+            self.done = self.conn.recv() == "done"
+            return self.done
+        except (EOFError, OSError):
+            return False
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Done with it: a child that has not written a report (the sweep failed or was
+        interrupted, even while it was writing) is stopped at once; one that has is on its way
+        out."""
+        if self.conn.closed:
+            return
+        self.conn.close()
+        if not self.done:
+            self.process.kill()
+        self.process.join()
+
+
+def _serve(conn: Connection, parents_end: Connection) -> None:
+    """The report process: import, say ready, write the one report it is sent, exit. It ends
+    as well when the sweep goes away without sending one (its end of the pipe closes)."""
+    parents_end.close()  # or the pipe would never reach end-of-file here
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the sweep's to handle
+    try:
+        from bench.report.plots import warm_up  # the import this process is for
+
+        warm_up()
+        conn.send("ready")
+        sweep_dir = conn.recv()
+    except (EOFError, OSError, ImportError):
+        return
+    write_sweep_report(sweep_dir)
+    sys.stdout.flush()
+    conn.send("done")
+
+
+# The sweep's report process, if bench.sweep started one (only in its main process).
+REPORT_PROCESS: ReportProcess | None = None
