@@ -15,5 +15,6 @@ class ReportCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = f"{config.results_dir}/{config.sweep_name}"
-        if (running := report_process.REPORT_PROCESS) is None or not running.write(sweep_dir):
+        running = report_process.REPORT_PROCESS
+        if running is None or not running.write(sweep_dir):
             report_process.write_sweep_report(sweep_dir)

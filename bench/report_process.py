@@ -1,6 +1,6 @@
 """The process that writes a multirun's report (its callback: bench/callbacks.py).
 
-Importing the report's libraries (pandas, matplotlib) takes about 1 s of one core, and the
+Importing the report's libraries (pandas, matplotlib) takes 0.7-0.8 s of one core, and the
 trials must have the machine to themselves, so a sweep (``bench.sweep`` with ``-m``) forks a
 :class:`ReportProcess` first thing, before it imports Hydra: the child makes that import (and
 draws one figure, which loads the fonts its renderers then inherit) on a core the sweep's
@@ -15,6 +15,7 @@ This module imports only the standard library, so that the fork comes before any
 from __future__ import annotations
 
 import atexit
+import contextlib
 import multiprocessing as mp
 import signal
 import sys
@@ -50,15 +51,15 @@ def write_sweep_report(sweep_dir: str) -> None:
 
 
 # Hydra's options that only print (--help, --hydra-help, --cfg, --info, --shell-completion).
-_PRINTS_ONLY = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc",
-                "--shell-completion")
+PRINTS_ONLY_OPTIONS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc",
+                       "--shell-completion")
 
 
 def asks_for_multirun(argv: list[str]) -> bool:
     """Whether a command line runs a multirun (``-m``), read before Hydra is imported; a guess
     bench.sweep checks once Hydra has read the command line (bench.preflight)."""
     words = {arg.split("=", 1)[0] for arg in argv if arg.startswith("-")}
-    return bool(words & {"-m", "--multirun"}) and not words & set(_PRINTS_ONLY)
+    return bool(words & {"-m", "--multirun"}) and not words & set(PRINTS_ONLY_OPTIONS)
 
 
 class ReportProcess:
@@ -85,7 +86,8 @@ class ReportProcess:
         return started
 
     def wait_ready(self) -> None:
-        """Block until the child has imported the report (or died: then it is not used)."""
+        """Block until the child has imported the report and drawn its first figure (or died:
+        then it is not used)."""
         if not self.ready and self.process.is_alive():
             wait([self.conn, self.process.sentinel])
             self.ready = True
@@ -126,11 +128,14 @@ def _serve(conn: Connection, parents_end: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the sweep's to handle
     try:
         from bench.report.plots import warm_up  # the import this process is for
-
+    except ImportError:
+        return
+    with contextlib.suppress(Exception):  # a head start only: renderers load fonts themselves
         warm_up()
+    try:
         conn.send("ready")
         sweep_dir = conn.recv()
-    except (EOFError, OSError, ImportError):
+    except (EOFError, OSError):
         return
     write_sweep_report(sweep_dir)
     sys.stdout.flush()

@@ -120,3 +120,24 @@ def test_the_fork_comes_before_hydra_and_the_child_never_imports_it():
                          timeout=120, cwd=Path(__file__).parent.parent)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False", "False"]
+
+
+def test_the_guess_knows_every_option_of_hydra_that_only_prints():
+    """The early guess's list is Hydra's: every spelling of the options whose presence
+    bench.preflight.prints_only reads off Hydra's own parser."""
+    import argparse
+
+    from hydra._internal.utils import get_args_parser
+
+    from bench.preflight import prints_only
+    from bench.report_process import PRINTS_ONLY_OPTIONS
+
+    actions = [a for a in get_args_parser()._actions if a.option_strings and a.dest != "multirun"]
+    printing = []
+    for action in actions:
+        args = argparse.Namespace(**{a.dest: a.default for a in actions})
+        setattr(args, action.dest, action.const if action.const is not None else "x")
+        if prints_only(args):
+            printing.append(action)
+    assert {a.dest for a in printing} == {"cfg", "help", "hydra_help", "info", "shell_completion"}
+    assert {s for a in printing for s in a.option_strings} == set(PRINTS_ONLY_OPTIONS)

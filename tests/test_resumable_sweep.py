@@ -65,6 +65,12 @@ def test_rerunning_after_the_harness_was_killed_completes_every_trial_once(point
         proc.wait(timeout=10)
         killed_result = first("*/result.json", sweep_dir)
         before = killed_result.read_text() if killed_result else None
+        # The lock dies with the harness. A kill just as it starts torchrun can leave the
+        # forked child, between fork and exec (its pre-exec hook runs before it closes the
+        # harness's descriptors), holding it a moment longer: it sees its parent gone and exits.
+        deadline = time.monotonic() + 10
+        while any(held(lock) for lock in sweep_dir.glob("*/.lock")) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert not any(held(lock) for lock in sweep_dir.glob("*/.lock"))  # died with it
 
         out = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,

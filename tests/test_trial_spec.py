@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bench.backends import backend_for
-from bench.config import WHERE_AND_HOW, compose, split, validate
+from bench.config import compose, split, validate
+from bench.store import WHERE_AND_HOW
 from trainer.config import compose as compose_trainer
 from trainer.config import resolve_plain, trainer_keys
 

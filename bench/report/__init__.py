@@ -10,7 +10,8 @@ In Python (a notebook, a script)::
     table = summarize(trials)                          # Table 1: repeats averaged, 95% CIs
     fits = fit_scaling(table)                          # Amdahl and USL per epoch budget
 
-The end of every multirun (``bench.callbacks.ReportCallback``) calls ``write_report``.
+The end of every multirun (``bench.callbacks.ReportCallback``) calls ``write_report``, in the
+process the sweep forked for it (``bench/report_process.py``).
 """
 
 from bench.report.build import Report, write_report, write_table

@@ -16,6 +16,7 @@ from bench.report.load import load_sweep
 from bench.report.markdown import render_report
 from bench.report.plots import (
     FORMATS,
+    FigureJob,
     choose_trial,
     plot_curves,
     plot_scaling,
@@ -94,19 +95,15 @@ def write_report(
     report.files.append(_write_scaling_json(fits, out / "scaling.json"))
 
     plots = out / PLOTS_DIR
-    # What draws each figure; save_figures draws them, the costliest first.
-    makers = {
-        "time": lambda: plot_time(table),
-        "speedup": lambda: plot_speedup(table),
-        "curves": lambda: plot_curves(df),
-        "scaling": lambda: plot_scaling(fits),
-    }
     ext = "png" if "png" in formats else formats[0]
-    links, usage, jobs = {}, [], []
-    for (key, make), stem in zip(makers.items(), PLOT_STEMS, strict=True):
-        jobs.append((make, plots / stem))
-        links[key] = f"{PLOTS_DIR}/{stem}.{ext}"
-    jobs.append(jobs.pop(0))  # the time plot has one panel: after the two-panel ones
+    links = {key: f"{PLOTS_DIR}/{stem}.{ext}"
+             for key, stem in zip(("time", "speedup", "curves", "scaling"), PLOT_STEMS, strict=True)}
+    # What draws each figure, in the order save_figures hands them out: the two-panel ones first.
+    makers = {"speedup": lambda: plot_speedup(table), "curves": lambda: plot_curves(df),
+              "scaling": lambda: plot_scaling(fits), "time": lambda: plot_time(table)}
+    jobs: list[FigureJob] = [(make, out / links[key].rsplit(".", 1)[0])
+                             for key, make in makers.items()]
+    usage = []
     for trial in chosen:
         paths = []
         for kind in ("cpu", "memory"):

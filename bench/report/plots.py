@@ -86,11 +86,11 @@ def warm_up() -> None:
 
 # A figure to draw: a function that makes it, and the path of its files less the extension.
 FigureJob = tuple[Callable[[], Figure], Path]
-_JOBS: list[tuple[Callable[[], Figure], Path, tuple[str, ...]]] = []  # what forked renderers take
+_JOBS: list[tuple[FigureJob, tuple[str, ...]]] = []  # what forked renderers take, by index
 
 
 def _draw_job(index: int) -> list[Path]:
-    make, stem, formats = _JOBS[index]
+    (make, stem), formats = _JOBS[index]
     return save_figure(make(), stem, formats)
 
 
@@ -104,7 +104,7 @@ def save_figures(jobs: list[FigureJob], formats: Iterable[str] = FORMATS) -> lis
     workers = min(len(jobs), os.cpu_count() or 1)
     if workers < 2 or threading.active_count() > 1 or "fork" not in mp.get_all_start_methods():
         return [path for make, stem in jobs for path in save_figure(make(), stem, formats)]
-    _JOBS[:] = [(make, Path(stem), formats) for make, stem in jobs]
+    _JOBS[:] = [((make, Path(stem)), formats) for make, stem in jobs]
     try:
         with mp.get_context("fork").Pool(workers) as pool:
             return [path for paths in pool.map(_draw_job, range(len(jobs)), chunksize=1)

@@ -91,7 +91,9 @@ def _init_worker(stop: Any) -> None:
 
 
 def find_task(module_name: str, qualname: str) -> Callable[[DictConfig], Any]:
-    """The task function under its ``@hydra.main`` wrapper (``__main__`` is the spawned main)."""
+    """The task function by its module and name, under a ``@hydra.main`` wrapper if it has one
+    (bench.sweep applies the decorator in ``main()``, so its ``_trial`` has none); ``__main__``
+    is the spawned main."""
     found = functools.reduce(getattr, qualname.split("."), importlib.import_module(module_name))
     return inspect.unwrap(found)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import shutil
 import signal
@@ -59,7 +60,18 @@ if TYPE_CHECKING:
 PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
-def _die_with_parent() -> None:
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, for prctl; loaded in the harness, not in the child's pre-exec hook: finding
+    it runs ldconfig, and until exec the child still holds the harness's descriptors (a trial's
+    lock among them)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+def _die_with_parent(harness_pid: int) -> None:
     """In the child before exec: SIGTERM torchrun when the harness dies, even by SIGKILL.
 
     torchrun runs in its own session (so cancel() can signal the whole group); without this
@@ -67,12 +79,11 @@ def _die_with_parent() -> None:
     same run directory. On SIGTERM the elastic agent stops its workers. Linux only; elsewhere
     this is a no-op.
     """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
+    libc = _libc()
+    if libc is None or not hasattr(libc, "prctl"):
         return
-    if os.getppid() == 1:  # the harness died before prctl took effect
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != harness_pid:  # the harness died before prctl took effect
         os._exit(1)
 
 
@@ -114,6 +125,7 @@ class LocalHandle:
         env = {**os.environ, **spec.env, "OMP_NUM_THREADS": str(spec.threads_per_worker),
                "PYTHONUNBUFFERED": "1",
                rundir.FAILURE_FILE_ENV: str(self.failures / "rank{rank}.json")}
+        _libc()  # loaded here, before the fork (see _die_with_parent)
         self._log = open(self.log_path, "ab")
         why = f"restart {self.restarts} of at most {spec.backoff_limit} after: " \
             f"{self.restart_causes[-1]}" if self.restarts else "the first"
@@ -125,7 +137,7 @@ class LocalHandle:
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True,  # its own process group: cancel() reaches the agent
-            preexec_fn=_die_with_parent,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
         )
         self._seen_workers = False  # this attempt's workers were found once
         # The workers found by the last workers() walk, so that poll() can tell that they still
