@@ -28,7 +28,7 @@ from bench.progress import Progress
 from bench.result import CURVE_TAGS, Recovery, TrialResult, Usage, env_info
 from bench.sampling import Sampler
 from bench.store import read_json
-from rundir import atomic_write_json, atomic_write_text
+from rundir import atomic_write_json, atomic_write_text, remove_partial_writes
 
 
 def run_trial(cfg: DictConfig, index: int = 0, total: int = 1) -> TrialResult:
@@ -71,6 +71,7 @@ def _succeeded(previous: dict | None, trial: Trial) -> TrialResult | None:
 def _run_owned(trial: Trial, folder: TrialDir, index: int, total: int,
                resuming: str | None) -> TrialResult:
     """Run the trial whose lock this process holds."""
+    remove_partial_writes(folder.path)  # a harness killed mid-write leaves its temporary files
     previous = read_json(folder.result)
     recoveries = _Recoveries(folder)
     if trial.redo or (previous and previous.get("status") != "cancelled"):

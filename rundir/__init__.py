@@ -101,6 +101,18 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def remove_partial_writes(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete what atomic writes into ``folder`` left of files they never finished: the hidden
+    temporary files of a process killed mid-write (SIGKILL runs no clean-up). Only for a folder
+    no one else is writing to (a trial's, by the harness that holds its lock)."""
+    removed = []
+    for path in Path(folder).glob(".*.tmp"):  # _atomic_write's names: .<target>.<random>.tmp
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
     """Create or replace ``path`` atomically with the bytes that ``write`` puts into a file.
 

@@ -134,6 +134,13 @@ def test_sigkill_during_writes_never_leaves_a_partial_file(tmp_path: Path) -> No
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "big.bin"]
     assert len(leftovers) <= 1
     assert all(name.startswith(".big.bin.") and name.endswith(".tmp") for name in leftovers)
+    # ...which the next owner of the folder removes, and nothing else.
+    (tmp_path / ".lock").write_text("")
+    (tmp_path / "keep.tmp").write_text("")  # not hidden: not a temporary file of ours
+    (tmp_path / ".config.yaml.x1y2.tmp").write_text("half")
+    removed = store.remove_partial_writes(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([*leftovers, ".config.yaml.x1y2.tmp"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "big.bin", "keep.tmp"]
 
 
 def test_config_key_is_stable_and_canonical() -> None:
