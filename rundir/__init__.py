@@ -101,12 +101,15 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+_TMP_SUFFIX = ".tmp"  # of the hidden file an atomic write fills before renaming it
+
+
 def remove_partial_writes(folder: str | os.PathLike[str]) -> list[Path]:
     """Delete what atomic writes into ``folder`` left of files they never finished: the hidden
     temporary files of a process killed mid-write (SIGKILL runs no clean-up). Only for a folder
     no one else is writing to (a trial's, by the harness that holds its lock)."""
     removed = []
-    for path in Path(folder).glob(".*.tmp"):  # _atomic_write's names: .<target>.<random>.tmp
+    for path in Path(folder).glob(f".*{_TMP_SUFFIX}"):  # _atomic_write's: .<name>.<random>.tmp
         if path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path)
@@ -124,7 +127,7 @@ def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Non
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_TMP_SUFFIX,
                                         dir=target.parent)
     except OSError as exc:
         if exc.errno is not None and exc.filename is None:

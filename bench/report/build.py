@@ -96,13 +96,12 @@ def write_report(
 
     plots = out / PLOTS_DIR
     ext = "png" if "png" in formats else formats[0]
-    links = {key: f"{PLOTS_DIR}/{stem}.{ext}"
-             for key, stem in zip(("time", "speedup", "curves", "scaling"), PLOT_STEMS, strict=True)}
+    stems = dict(zip(("time", "speedup", "curves", "scaling"), PLOT_STEMS, strict=True))
+    links = {key: f"{PLOTS_DIR}/{stem}.{ext}" for key, stem in stems.items()}
     # What draws each figure, in the order save_figures hands them out: the two-panel ones first.
     makers = {"speedup": lambda: plot_speedup(table), "curves": lambda: plot_curves(df),
               "scaling": lambda: plot_scaling(fits), "time": lambda: plot_time(table)}
-    jobs: list[FigureJob] = [(make, out / links[key].rsplit(".", 1)[0])
-                             for key, make in makers.items()]
+    jobs: list[FigureJob] = [(make, plots / stems[key]) for key, make in makers.items()]
     usage = []
     for trial in chosen:
         paths = []
