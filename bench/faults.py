@@ -77,6 +77,19 @@ class FaultInjector:
             )
         return status
 
+    def shortfall(self, status: JobStatus, poll_interval_s: float) -> str | None:
+        """For a trial that succeeded with fewer faults than asked: which one it ended before, and
+        why (the harness looks every poll interval, and the last epochs were shorter)."""
+        if status.state is not JobState.SUCCEEDED or len(self.injected) >= self.count:
+            return None
+        target = self.kill_at_epoch + len(self.injected)
+        if self.injected:
+            target = max(target, self.injected[-1].epoch + 1)
+        return (f"{len(self.injected)} of {self.count} faults injected: the trial ended before "
+                f"the harness saw epoch {target} checkpointed (it looks every "
+                f"backend.poll_interval_s={poll_interval_s:g} s; use longer epochs or a shorter "
+                f"interval)")
+
     def records(self, scalars: EventScalars) -> list[FaultRecord]:
         """One dict per injected fault, measured from the trial's event files.
 

@@ -108,6 +108,8 @@ def _run_owned(trial: Trial, folder: TrialDir, index: int, total: int,
                       _polls(handle, progress, injector, recoveries), sleep=handle.pause)
         if injector is not None:
             status = injector.explain(status, spec.backoff_limit)
+            if missed := injector.shortfall(status, trial.backend.poll_interval_s):
+                print(f"{trial.trial_id}: {missed}", flush=True)
     except KeyboardInterrupt:
         if handle is not None:
             handle.cancel("interrupted (Ctrl-C)")

@@ -137,6 +137,20 @@ def test_a_failure_after_more_faults_than_restarts_names_the_backoff_limit():
     assert ok.reason == "boom"
 
 
+def test_a_trial_that_ends_before_a_fault_says_which_one_it_missed():
+    """The first fault came late (epoch 4 seen, asked at 2): the next is due after epoch 5."""
+    injector = FaultInjector(2, 0, 3, iter([4, 4]).__next__, lambda rank: True)
+    injector.on_poll(running())
+    injector.on_poll(running(1))  # no progress since: no second fault
+    line = injector.shortfall(JobStatus(JobState.SUCCEEDED, 1), 0.5)
+    assert line is not None and line.startswith("1 of 3 faults injected: "), line
+    assert "saw epoch 5 checkpointed" in line and "backend.poll_interval_s=0.5 s" in line
+    assert injector.shortfall(JobStatus(JobState.FAILED, 1, "boom"), 0.5) is None
+    every = FaultInjector(1, 0, 1, lambda: 1, lambda rank: True)
+    every.on_poll(running())
+    assert every.shortfall(JobStatus(JobState.SUCCEEDED), 0.5) is None
+
+
 @pytest.mark.parametrize(("info", "epoch"), [
     (None, 0),  # no checkpoint yet
     (b'{"epoch": 3, "saved_at": 1.5}', 3),
