@@ -51,6 +51,11 @@ def test_every_job_is_composed_once_in_the_basic_sweepers_order(tmp_path):
     # A composition for each of the 4 jobs (the launcher runs the sweeper's) and one of the
     # trainer's presets; composing for the launcher again would make it 9.
     assert seen["compositions"]["RUN"] == 4 + 1
+    # The master config once: Hydra's probe of hydra.mode (a second one) is skipped, and the
+    # sweep is still Hydra's multirun, with the override Hydra adds then.
+    assert seen["compositions"]["MULTIRUN"] == 1
+    multirun = (tmp_path / "res" / "s" / "multirun.yaml").read_text()
+    assert "mode: MULTIRUN" in multirun and "- hydra.mode=MULTIRUN" in multirun, multirun
 
 
 def test_an_experiments_grid_is_swept_and_a_command_line_sweep_replaces_its_key(tmp_path):
