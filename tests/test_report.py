@@ -674,3 +674,58 @@ def test_the_curve_plot_draws_the_baselines(tmp_path):
     lines = [ln for ln in fig.axes[0].get_lines() if str(ln.get_label()).startswith("baseline:")]
     assert sorted(round(ln.get_ydata()[0], 4) for ln in lines) == [0.0072, 0.41]
     assert not [ln for ln in fig.axes[1].get_lines() if str(ln.get_label()).startswith("baseline")]
+
+
+# ------------------------------------------------------------------ figures drawn in parallel
+
+
+def _png_width(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[16:20], "big")  # the IHDR chunk's width
+
+
+def _figure(width_in: float):
+    from bench.report.plots import new_figure
+
+    fig, (ax,) = new_figure(width=width_in, height=1.5)
+    ax.plot([0, 1], [1, 0])
+    return fig
+
+
+def test_every_figure_is_drawn_by_this_process_or_a_renderer_and_listed_in_job_order(tmp_path,
+                                                                                    monkeypatch):
+    from bench.report.plots import save_figures
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)  # two renderers beside this process
+    jobs = [(lambda w=w: _figure(w), tmp_path / f"fig{w}") for w in (2, 3, 4, 5, 6)]
+    paths = save_figures(jobs, ("png",))
+    assert paths == [tmp_path / f"fig{w}.png" for w in (2, 3, 4, 5, 6)]
+    assert [_png_width(p) for p in paths] == [120 * w for w in (2, 3, 4, 5, 6)]  # dpi 120
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
+
+
+def test_a_renderer_that_fails_fails_the_figures_with_its_error_on_stderr(tmp_path, capfd,
+                                                                          monkeypatch):
+    """The first figure this process takes waits until a renderer has taken one, which raises:
+    whichever jobs each takes, a renderer fails."""
+    import select
+
+    from bench.report.plots import save_figures
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # one renderer beside this process
+    here = os.getpid()
+    signal_read, signal_write = os.pipe()
+    waited = []
+
+    def make():
+        if os.getpid() != here:
+            os.write(signal_write, b"x")
+            raise ValueError("cannot draw this one")
+        if not waited:  # (a guard, not a timing: a renderer takes a job at once)
+            assert select.select([signal_read], [], [], 120)[0], "no renderer took a figure"
+            waited.append(os.read(signal_read, 1))
+        return _figure(2)
+
+    with pytest.raises(RuntimeError, match="a figure renderer exited with code 1"):
+        save_figures([(make, tmp_path / "a"), (make, tmp_path / "b")], ("png",))
+    assert "ValueError: cannot draw this one" in capfd.readouterr().err
+    assert waited == [b"x"]
