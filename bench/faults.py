@@ -63,10 +63,14 @@ class FaultInjector:
         if len(self.injected) >= self.count or status.state is not JobState.RUNNING:
             return
         epoch = self.progress()
-        target = self.kill_at_epoch + len(self.injected)
-        moved_on = not self.injected or epoch > self.injected[-1].epoch
-        if epoch >= target and moved_on and self.kill(self.rank):
+        if epoch >= self._due() and self.kill(self.rank):
             self.injected.append(Injected(epoch, self.rank, time.time()))
+
+    def _due(self) -> int:
+        """The epoch whose checkpoint the next fault waits for: its own, and past the epoch of
+        the previous fault."""
+        due = self.kill_at_epoch + len(self.injected)
+        return max(due, self.injected[-1].epoch + 1) if self.injected else due
 
     def explain(self, status: JobStatus, backoff_limit: int) -> JobStatus:
         """A trial that failed after more faults than restarts allowed says so in its reason."""
@@ -82,11 +86,8 @@ class FaultInjector:
         why (the harness looks every poll interval, and the last epochs were shorter)."""
         if status.state is not JobState.SUCCEEDED or len(self.injected) >= self.count:
             return None
-        target = self.kill_at_epoch + len(self.injected)
-        if self.injected:
-            target = max(target, self.injected[-1].epoch + 1)
         return (f"{len(self.injected)} of {self.count} faults injected: the trial ended before "
-                f"the harness saw epoch {target} checkpointed (it looks every "
+                f"the harness saw epoch {self._due()} checkpointed (it looks every "
                 f"backend.poll_interval_s={poll_interval_s:g} s; use longer epochs or a shorter "
                 f"interval)")
 
