@@ -424,12 +424,14 @@ def test_kubectl_gets_describes_logs_and_deletes_as_on_a_cluster(admin, tmp_path
     assert gone.returncode == 1 and "NotFound" in gone.stderr
 
 
-def test_the_kubeflow_training_client_follows_a_job(admin, tmp_path):
+def test_the_kubeflow_training_client_follows_a_job(admin, tmp_path, request):
     fake = admin
     training = pytest.importorskip("kubeflow.training")
     kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
     client = training.TrainingClient(config_file=str(kubeconfig), namespace=NS,
                                      job_kind="PyTorchJob")
+    # Its calls run on the kubernetes client's thread pool, which outlives the test unless closed
+    request.addfinalizer(client.custom_api.api_client.close)
     fake.cluster.replica_env.update(STUB_SECONDS="2", STUB_MARK="sdk")
     name = create_job(fake, tmp_path, workers=2)["metadata"]["name"]
     running = client.wait_for_job_conditions(name, expected_conditions={"Running"},

@@ -691,11 +691,22 @@ def _figure(width_in: float):
     return fig
 
 
+def _as_if_single_threaded(monkeypatch):
+    """save_figures draws serially in a process with other threads running; tests run before
+    these in one pytest process (fake API servers, samplers) may leave daemon threads behind,
+    which would make the forking path below go untested. The makers here take no lock such a
+    thread could hold across a fork, so the guard is told there are none."""
+    import threading
+
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+
+
 def test_every_figure_is_drawn_by_this_process_or_a_renderer_and_listed_in_job_order(tmp_path,
                                                                                     monkeypatch):
     from bench.report.plots import save_figures
 
     monkeypatch.setattr(os, "cpu_count", lambda: 3)  # two renderers beside this process
+    _as_if_single_threaded(monkeypatch)
     jobs = [(lambda w=w: _figure(w), tmp_path / f"fig{w}") for w in (2, 3, 4, 5, 6)]
     paths = save_figures(jobs, ("png",))
     assert paths == [tmp_path / f"fig{w}.png" for w in (2, 3, 4, 5, 6)]
@@ -712,6 +723,7 @@ def test_a_renderer_that_fails_fails_the_figures_with_its_error_on_stderr(tmp_pa
     from bench.report.plots import save_figures
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)  # one renderer beside this process
+    _as_if_single_threaded(monkeypatch)
     here = os.getpid()
     signal_read, signal_write = os.pipe()
     waited = []

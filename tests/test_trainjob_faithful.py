@@ -218,13 +218,15 @@ def test_kubectl_gets_waits_and_reads_logs_of_a_trainjob(fake, tmp_path):
     assert logs.returncode == 0 and logs.stdout.count("kubectl") == 2, logs.stderr
 
 
-def test_the_kubeflow_trainer_client_lists_gets_waits_and_reads_logs(fake, tmp_path):
+def test_the_kubeflow_trainer_client_lists_gets_waits_and_reads_logs(fake, tmp_path, request):
     trainer = pytest.importorskip("kubeflow.trainer")
     from kubeflow.common.types import KubernetesBackendConfig
 
     kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
     client = trainer.TrainerClient(KubernetesBackendConfig(config_file=str(kubeconfig),
                                                            namespace=NS))
+    # Its calls run on the kubernetes client's thread pool, which outlives the test unless closed
+    request.addfinalizer(client.backend.custom_api.api_client.close)
     fake.cluster.replica_env.update(STUB_SECONDS="3", STUB_MARK="sdk")
     name = create(fake, trainjob(make_spec(tmp_path, workers=2)))["metadata"]["name"]
     job = client.wait_for_job_status(name, {"Running"}, timeout=60, polling_interval=1)
