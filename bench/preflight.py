@@ -96,7 +96,7 @@ def task_config(sweep_config: DictConfig) -> DictConfig:
 
 def check_job(cfg: DictConfig) -> None:
     """One composed job: validated, its results folder and backend checked, and the trainer's
-    arguments made once (which primes the composition they need). Raises ConfigError."""
+    arguments made once (a value they cannot spell fails here). Raises ConfigError."""
     validate(cfg)
     trial = split(cfg)
     problem = unusable_folder(Path(trial.results_dir) / trial.sweep_name)

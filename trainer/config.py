@@ -243,30 +243,24 @@ PLACEMENT_KEYS = ("epochs", "seed", "data_root", "run_dir", "train.threads")
 
 def overrides_for(config: DictConfig | dict[str, Any]) -> list[str]:
     """The arguments that make ``python -m trainer`` compose exactly ``config`` (a trainer config
-    or the trainer's slice of the harness's): the dataset and model presets, every value that
-    differs from those presets, then :data:`PLACEMENT_KEYS`."""
+    or the trainer's slice of the harness's): the dataset and model presets it names, every other
+    value spelt out, then :data:`PLACEMENT_KEYS`. Every value, not only those that differ from
+    the presets: the arguments alone then say the whole config (a worker whose ``conf/`` presets
+    differ, e.g. an older image, still trains the trial recorded), and making them needs no
+    composition of the presets (0.13 s of a sweep's start-up)."""
     plain = config if isinstance(config, dict) else resolve_plain(config)
     presets = [f"dataset={plain['dataset']['name']}", f"model={plain['model']['name']}"]
-    defaults = _preset_leaves(*presets)
     leaves = _leaves({name: plain[name] for name in trainer_keys()})
-    changed = [f"{key}={_override_value(value)}" for key, value in leaves.items()
-               if key not in PLACEMENT_KEYS and defaults.get(key, _UNSET) != value]
+    named = {*PLACEMENT_KEYS, "dataset.name", "model.name"}  # (the presets are named from these)
+    values = [f"{key}={_override_value(value)}" for key, value in leaves.items()
+              if key not in named]
     placed = [f"{key}={_override_value(leaves[key])}" for key in PLACEMENT_KEYS]
-    return presets + changed + placed
-
-
-@functools.lru_cache(maxsize=16)
-def _preset_leaves(*presets: str) -> dict[str, Any]:
-    """What ``python -m trainer <presets>`` composes, flat (the same for every trial of them)."""
-    return _leaves(resolve_plain(compose(list(presets))))
+    return presets + values + placed
 
 
 def trainer_keys() -> tuple[str, ...]:
     """The top-level keys of a trainer config: what a trial's trainer slice is made of."""
     return tuple(f.name for f in dataclasses.fields(TrainerConfig))
-
-
-_UNSET = object()
 
 
 def _leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
