@@ -25,7 +25,7 @@ from omegaconf import DictConfig, open_dict, read_write
 from bench.backends import backend_for
 from bench.config import compose, split, validate
 from bench.store import unusable_folder
-from trainer.config import ConfigError, compose_session, one_line, overrides_for
+from trainer.config import ConfigError, compose_session, one_line
 
 # How many trials the sweep runs, for "[i/N]"; it also reaches trials run in other processes
 # (hydra/launcher=bench_parallel).
@@ -95,8 +95,8 @@ def task_config(sweep_config: DictConfig) -> DictConfig:
 
 
 def check_job(cfg: DictConfig) -> None:
-    """One composed job: validated, its results folder and backend checked, and the trainer's
-    arguments made once (a value they cannot spell fails here). Raises ConfigError."""
+    """One composed job: validated, and its results folder and backend checked. Raises
+    ConfigError."""
     validate(cfg)
     trial = split(cfg)
     problem = unusable_folder(Path(trial.results_dir) / trial.sweep_name)
@@ -104,4 +104,3 @@ def check_job(cfg: DictConfig) -> None:
         raise ConfigError(f"results_dir={trial.results_dir} cannot hold results "
                           f"({problem}): set results_dir=<a writable folder>")
     backend_for(trial.backend).preflight(trial)
-    overrides_for(trial.trainer)
