@@ -112,7 +112,8 @@ def test_busy_process_uses_one_core_and_its_memory(tmp_path: Path) -> None:
     assert len(samples) >= 2  # the first tick and the one taken by stop(), at least
     assert [s.t for s in samples] == sorted(s.t for s in samples)
     assert math.isnan(samples[0].cpu_cores)  # the first sample has no interval yet
-    cpu = [s.cpu_cores for s in samples[1:]]
+    # (a tick too soon after the previous one, e.g. stop()'s, has no rate either)
+    cpu = [s.cpu_cores for s in samples[1:] if not math.isnan(s.cpu_cores)]
     cpu_mean = sum(cpu) / len(cpu)
     assert 0 < cpu_mean <= 1.3  # busy, and never more than one core
     peak_rss = max(s.rss_mib for s in samples)
@@ -185,6 +186,10 @@ CPU_CASES = [
      [None, 0.0]),
     ("a reused pid is another process", [[(1, 999.0, 4.0, 10)], [(1, 1000.5, 0.25, 10)]],
      [0.0, 0.5], [None, 0.5]),
+    # (the stop tick right after a regular one: one CPU clock tick in 2 ms would read 5 cores)
+    ("a tick too soon after the previous one has no rate, the next one counts from it",
+     [[(1, 999.0, 5.0, 10)], [(1, 999.0, 6.0, 10)], [(1, 999.0, 6.01, 10)],
+      [(1, 999.0, 6.51, 10)]], [0.0, 1.0, 1.002, 1.502], [None, 1.0, None, 1.0]),
 ]
 
 

@@ -9,7 +9,11 @@ Notes on the numbers:
 * ``cpu_cores`` is the CPU time (user + system) the live processes of the tree used since the
   previous tick, divided by the wall time elapsed. CPU used by a process that exits between two
   ticks is not seen. A worker's first sample has no previous tick to compare with, so its
-  ``cpu_cores`` is NaN; ``summary`` leaves such samples out of the CPU statistics.
+  ``cpu_cores`` is NaN; ``summary`` leaves such samples out of the CPU statistics. So is that
+  of a tick less than :data:`MIN_RATE_INTERVAL_S` after the previous one (the sampler's last
+  tick, taken when it stops, can follow a regular one by a millisecond): Linux counts a
+  process's CPU in ticks of its clock (``SC_CLK_TCK``, 100 Hz: proc(5), ``/proc/<pid>/stat``),
+  so over 1 ms one tick more or less reads as 10 cores.
 * ``rss_mib`` sums the RSS of the processes of the tree, so pages shared between them (e.g. by
   forked data-loader workers) are counted once per process.
 """
@@ -27,6 +31,9 @@ import psutil
 from bench.sampling import ResourceSample, Sampler
 
 _MIB = 2**20
+# Ten ticks of the kernel's CPU clock: over such an interval, CPU time read to one tick is a
+# rate within about 10%.
+MIN_RATE_INTERVAL_S = 10 / os.sysconf("SC_CLK_TCK")
 _PROCESS_GONE = (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess)
 
 # A process is identified by its pid and creation time, so that a reused pid is not mistaken
@@ -113,7 +120,7 @@ class ProcessTrees:
             cpu_seconds = sum(self._cpu_since_previous_tick(reading) for reading in readings)
             for reading in readings:
                 new_cpu[reading.key] = reading.cpu_seconds
-            if worker in self._workers_seen and elapsed > 0:
+            if worker in self._workers_seen and elapsed >= MIN_RATE_INTERVAL_S:
                 cpu_cores = cpu_seconds / elapsed
             else:
                 cpu_cores = math.nan
