@@ -9,14 +9,23 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 SWEEP  ?= workers=2,4,6 epochs=10,30 -m
 
-.PHONY: setup run test test-full test-images images lint format clean
+.PHONY: setup bytecode run test test-full test-images images lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e '.[dev]'
+	$(MAKE) --no-print-directory bytecode
 	touch $@
+
+# The project's modules compiled once, as pip compiles what it installs: where Python writes no
+# bytecode itself (PYTHONDONTWRITEBYTECODE=1, as on the developers' machines and in many
+# containers) every sweep, report and worker would compile them again at each start (~0.06 s of
+# a sweep's start-up; benchmarks/README.md section 6). A module edited since is compiled in
+# memory as before; `make bytecode` refreshes them all.
+bytecode:
+	$(BIN)/python -m compileall -q bench trainer rundir hydra_plugins benchmarks
 
 setup: $(VENV)/.installed
 
