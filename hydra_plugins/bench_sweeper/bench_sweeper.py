@@ -98,9 +98,8 @@ class SetValues:
     refuses (e.g. ``workers=abc``: Hydra's composition then says so in its own words), is
     composed."""
 
-    def __init__(self, loader: Any):
-        self.loader = loader
-        self.parser = OverridesParser.create(config_loader=loader)
+    def __init__(self, loader: Any, parser: OverridesParser):
+        self.loader, self.parser = loader, parser
         self.composed: list[tuple[list[Override], DictConfig]] = []
         self.groups: dict[str, bool] = {}
 
@@ -188,7 +187,8 @@ class BenchSweeper(BasicSweeper):
         given = [f"{key}={value}" for key, value in self.params.items()] + list(arguments)
         batches = self.split_arguments(parser.parse_overrides(given), self.max_batch_size)
         jobs = [job for batch in batches for job in batch]
-        self.composed.keep(jobs, check_jobs(SetValues(self.composed.loader), self.config, jobs))
+        derive = SetValues(self.composed.loader, parser)
+        self.composed.keep(jobs, check_jobs(derive, self.config, jobs))
         os.environ[TOTAL_TRIALS_ENV] = str(len(jobs))
         return super().sweep(arguments)
 
