@@ -1,11 +1,10 @@
 """The process that writes a multirun's report (its callback: bench/callbacks.py).
 
-Importing the report's libraries (pandas, matplotlib) takes 0.7-0.8 s of one core, and the
+Importing the report's libraries (pandas, matplotlib) takes 0.5-0.7 s of one core, and the
 trials must have the machine to themselves, so a sweep (``bench.sweep`` with ``-m``) forks a
-:class:`ReportProcess` first thing, before it imports Hydra: the child makes that import (and
-draws one figure, which loads the fonts its renderers then inherit) on a core the sweep's
-start-up (composing and checking every job, one core) leaves idle, and then sleeps until the
-sweep ends and sends it the sweep's folder. The first trial starts only once the import is done
+:class:`ReportProcess` first thing, before it imports Hydra: the child makes that import on a
+core the sweep's start-up (composing and checking every job, one core) leaves idle, and then
+sleeps until the sweep ends and sends it the sweep's folder. The first trial starts only once the import is done
 (:meth:`ReportProcess.wait_ready`), so no trial shares the machine with it. Without one (a
 report callback in a test, a platform without ``fork``) the report is written in this process.
 
@@ -15,9 +14,9 @@ This module imports only the standard library, so that the fork comes before any
 from __future__ import annotations
 
 import atexit
-import contextlib
 import gc
 import multiprocessing as mp
+import os
 import signal
 import sys
 import threading
@@ -87,8 +86,7 @@ class ReportProcess:
         return started
 
     def wait_ready(self) -> None:
-        """Block until the child has imported the report and drawn its first figure (or died:
-        then it is not used)."""
+        """Block until the child has imported the report (or died: then it is not used)."""
         if not self.ready and self.process.is_alive():
             wait([self.conn, self.process.sentinel])
             self.ready = True
@@ -133,12 +131,13 @@ def _serve(conn: Connection, parents_end: Connection) -> None:
     # garbage is a few figures. Frozen afterwards, the import's objects stay out of any
     # collection a renderer (forked at the end) might make, and so do their pages.
     gc.disable()
+    # One BLAS thread: the report's arithmetic is a few fits of a few points, and OpenBLAS
+    # starting its pool is a quarter of numpy's import (0.09 -> 0.07 s, median of 6 runs each).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
-        from bench.report.plots import warm_up  # the import this process is for
+        import bench.report  # noqa: F401  the import this process is for
     except ImportError:
         return
-    with contextlib.suppress(Exception):  # a head start only: renderers load fonts themselves
-        warm_up()
     gc.freeze()
     try:
         conn.send("ready")

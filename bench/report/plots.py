@@ -81,17 +81,6 @@ def save_figure(
     return paths
 
 
-def warm_up() -> None:
-    """Draw one small figure and throw it away: the fonts and the text renderer are loaded then,
-    and renderers forked afterwards (``save_figures``) start with them."""
-    fig, (ax,) = new_figure(width=2.0, height=1.6)
-    ax.plot([0, 1], [0, 1], "o-", label="a")
-    ax.set_title("warm-up")
-    ax.set_xlabel("x")
-    ax.legend()
-    fig.savefig(io.BytesIO(), format="png", dpi=120)
-
-
 # A figure to draw: a function that makes it, and the path of its files less the extension.
 FigureJob = tuple[Callable[[], Figure], Path]
 _INDEX = struct.Struct("I")  # one job of the queue save_figures forks around
