@@ -50,11 +50,11 @@ def test_every_job_is_composed_once_in_the_basic_sweepers_order(tmp_path):
     out, seen = _sweep(tmp_path, "workers=1,2", "epochs=2,3", "-m")
     assert out.returncode == 0, out.stderr
     assert seen["runs"] == [[0, 4, 1, 2], [1, 4, 1, 3], [2, 4, 2, 2], [3, 4, 2, 3]]
-    # One composition for the 4 jobs: the other three differ from it in workers and epochs only,
-    # and are derived from it (compared with their compositions below); the launcher runs the
-    # sweeper's, and the trainer's arguments need none (every value spelt out). One a job, and
-    # again for the launcher, would make 8.
-    assert seen["compositions"]["RUN"] == 1
+    # No composition of a job: the 4 differ from the master config only in the workers and
+    # epochs it leaves out, and are derived from it (compared with their compositions below);
+    # the launcher runs the sweeper's, and the trainer's arguments need none (every value spelt
+    # out). One a job, and again for the launcher, would make 8.
+    assert seen["compositions"].get("RUN", 0) == 0
     # The master config once: Hydra's probe of hydra.mode (a second one) is skipped, and the
     # sweep is still Hydra's multirun, with the override Hydra adds then.
     assert seen["compositions"]["MULTIRUN"] == 1
@@ -110,11 +110,38 @@ def test_a_job_derived_from_another_is_its_composition(tmp_path):
     assert not {"workers=1", "backend.poll_interval_s=0.5"} & set(jobs[3]["task"])
     assert "workers=2" in jobs[3]["dirname"] and "workers=1" not in jobs[3]["dirname"]
 
+    # Plain keys swept, and nothing else: every job derived from the master config, the first
+    # too (its progress=false is the sweeper's progress=False, a plain value as well).
+    out, seen = _sweep(tmp_path, "workers=1,2", "backend.poll_interval_s=0.5,1.0", "-m",
+                       script=_COMPARE)
+    assert out.returncode == 0, out.stderr
+    assert [job["derived"] for job in seen["runs"]] == [True] * 4
+    assert all(job["equal"] and job["struct"] for job in seen["runs"]), seen["runs"]
+    assert [(job["workers"], job["poll"]) for job in seen["runs"]] == [
+        (1, 0.5), (1, 1.0), (2, 0.5), (2, 1.0)]
+    assert "workers=1,2" not in seen["runs"][0]["task"]
+
     # A dict value merges with what it replaces, and a key under another override's: composed.
     out, seen = _sweep(tmp_path, "train.lr=0.01,0.02", "train={lr:0.5}", "-m", script=_COMPARE)
     assert out.returncode == 0, out.stderr
     assert [job["derived"] for job in seen["runs"]] == [False, False]
     assert all(job["equal"] for job in seen["runs"]), seen
+
+
+def test_a_master_config_with_a_group_left_unchosen_is_no_base() -> None:
+    # Hydra's multirun composition skips a group left ??? (a job's composition fails on it).
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.bench_sweeper.bench_sweeper import SetValues
+
+    derive = SetValues(loader=None, parser=OverridesParser.create())
+    master = OmegaConf.create({"workers": 2, "hydra": {
+        "overrides": {"task": ["workers=1,2"]}, "runtime": {"choices": {"dataset": "tiny"}}}})
+    [(task, config)] = derive._master(master)
+    assert config is master and [o.input_line for o in task] == ["workers=1,2"]
+    master.hydra.runtime.choices.model = "???"
+    assert derive._master(master) == []
 
 
 def test_an_experiments_grid_is_swept_and_a_command_line_sweep_replaces_its_key(tmp_path):
