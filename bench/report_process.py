@@ -3,10 +3,12 @@
 Importing the report's libraries (pandas, matplotlib) takes 0.5-0.7 s of one core, and the
 trials must have the machine to themselves, so a sweep (``bench.sweep`` with ``-m``) forks a
 :class:`ReportProcess` first thing, before it imports Hydra: the child makes that import on a
-core the sweep's start-up (composing and checking every job, one core) leaves idle, and then
-sleeps until the sweep ends and sends it the sweep's folder. The first trial starts only once the import is done
-(:meth:`ReportProcess.wait_ready`), so no trial shares the machine with it. Without one (a
-report callback in a test, a platform without ``fork``) the report is written in this process.
+core the harness leaves idle, and then sleeps until the sweep ends and sends it the sweep's
+folder. Idle means while the sweep starts (composing and checking every job, one core) and
+between trials: a trial that starts before the import is over stops the child (SIGSTOP,
+:meth:`ReportProcess.pause`) and continues it when it ends (:meth:`ReportProcess.resume`), so
+no trial shares the machine with it and none waits for it. Without one (a report callback in a
+test, a platform without ``fork``) the report is written in this process.
 
 This module imports only the standard library, so that the fork comes before anything heavy.
 """
@@ -14,6 +16,7 @@ This module imports only the standard library, so that the fork comes before any
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import multiprocessing as mp
 import os
@@ -22,6 +25,8 @@ import sys
 import threading
 from multiprocessing.connection import Connection, wait
 from typing import Any
+
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 # PNG only: SVG would add about half the rendering time, and `python -m bench.report` writes it.
 SWEEP_FORMATS = ("png",)
@@ -68,7 +73,8 @@ class ReportProcess:
 
     def __init__(self, process: Any, conn: Connection):
         self.process, self.conn = process, conn
-        self.ready = self.done = False
+        self.armed: bool | None = None  # whether it dies with this process (its first word)
+        self.ready = self.done = self.stopped = False
 
     @classmethod
     def start(cls) -> ReportProcess | None:
@@ -77,7 +83,7 @@ class ReportProcess:
             return None
         ours, theirs = mp.get_context("fork").Pipe()
         # Not a daemon: its renderers are its children, which a daemon may not have.
-        process = mp.get_context("fork").Process(target=_serve, args=(theirs, ours),
+        process = mp.get_context("fork").Process(target=_serve, args=(theirs, ours, os.getpid()),
                                                  name="report")
         process.start()
         theirs.close()
@@ -87,16 +93,49 @@ class ReportProcess:
 
     def wait_ready(self) -> None:
         """Block until the child has imported the report (or died: then it is not used)."""
-        if not self.ready and self.process.is_alive():
+        self.resume()
+        if not self.ready and self._greeted():
             wait([self.conn, self.process.sentinel])
             self.ready = True
+
+    def pause(self) -> None:
+        """A trial is about to start: stop the child if its import is not over yet (or, where
+        it would not die with this process, wait for the import)."""
+        if self.ready or self.stopped or not self._greeted():
+            return
+        if self.conn.poll():  # it said it is ready (the message stays for write())
+            self.ready = True
+        elif self.armed:
+            os.kill(self.process.pid, signal.SIGSTOP)
+            self.stopped = True
+        else:
+            self.wait_ready()
+
+    def _greeted(self) -> bool:
+        """Whether the child is alive, its first word (a few milliseconds after the fork:
+        whether it dies with this process) read."""
+        if self.armed is None and self.process.is_alive():
+            try:
+                wait([self.conn, self.process.sentinel])
+                if self.conn.poll():
+                    self.armed = self.conn.recv() == "armed"
+            except (EOFError, OSError):
+                pass
+        return self.armed is not None and self.process.is_alive()
+
+    def resume(self) -> None:
+        """The trial has ended: the child goes on with its import."""
+        if self.stopped:
+            self.stopped = False
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGCONT)
 
     def write(self, sweep_dir: str) -> bool:
         """Have the child write the report of ``sweep_dir`` (it prints Table 1 itself); False
         when it could not (it died), so that the caller writes it here."""
         try:
             self.wait_ready()
-            if self.conn.recv() != "ready":
+            if self.armed is None or self.conn.recv() != "ready":
                 return False
             sys.stdout.flush()
             sys.stderr.flush()
@@ -120,11 +159,32 @@ class ReportProcess:
         self.process.join()
 
 
-def _serve(conn: Connection, parents_end: Connection) -> None:
+def _die_with(sweep: int) -> bool:
+    """Have this process SIGKILLed when the sweep dies, even by SIGKILL: stopped (``pause``),
+    it would not see its pipe close. Linux only (prctl); False elsewhere, where it is then never
+    stopped."""
+    import ctypes  # here, after the fork
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)  # this process's own symbols: no ldconfig
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != sweep:  # the sweep died before prctl took effect
+        os._exit(1)
+    return True
+
+
+def _serve(conn: Connection, parents_end: Connection, sweep: int) -> None:
     """The report process: import, say ready, write the one report it is sent, exit. It ends
     as well when the sweep goes away without sending one (its end of the pipe closes)."""
     parents_end.close()  # or the pipe would never reach end-of-file here
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the sweep's to handle
+    try:
+        conn.send("armed" if _die_with(sweep) else "unarmed")
+    except OSError:
+        return
     # No garbage collection in this process, which imports, writes one report and exits: the
     # import's ~170k new objects set off ~250 collections that free nothing (0.09 s of its 0.7 s,
     # median of 12 runs each way; trainer/__main__.py does the same for torch's), and a report's

@@ -11,7 +11,7 @@
    (bench/trial.py);
 3. at the end of a multirun, the report (bench/callbacks.py): Table 1 printed, plots
    written, by a process forked first thing (bench/report_process.py) that imports the
-   report's libraries while step 1 runs.
+   report's libraries while step 1 runs (and between trials: it is stopped while one runs).
 
 ``--verbose`` (``-v``) adds the traceback to one-line errors, here and in the trainers.
 """
@@ -41,9 +41,15 @@ def _trial(cfg: DictConfig) -> None:
 
     hydra_cfg = HydraConfig.get()
     index = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else 0
-    if report_process.REPORT_PROCESS is not None:
-        report_process.REPORT_PROCESS.wait_ready()  # no trial shares the machine with its import
-    run_trial(cfg, index, int(os.environ.get(TOTAL_TRIALS_ENV, 1)))
+    total = int(os.environ.get(TOTAL_TRIALS_ENV, 1))
+    report = report_process.REPORT_PROCESS
+    if report is None:
+        run_trial(cfg, index, total)
+        return
+    try:  # its import stopped while the trial runs: no trial shares the machine with it
+        run_trial(cfg, index, total, before_start=report.pause)
+    finally:
+        report.resume()
 
 
 @contextlib.contextmanager
@@ -71,8 +77,9 @@ def _no_mode_probe(multirun: bool) -> Iterator[None]:
 
 def main() -> None:
     # First, before Hydra is even imported (0.14-0.2 s): a multirun's report process, so that
-    # its import (pandas, matplotlib: 0.7-0.8 s on the other core) is over when the first trial
-    # is ready to start. Hence the imports below, made after the fork.
+    # its import (pandas, matplotlib: 0.5-0.7 s) runs on the other core while the sweep starts
+    # (what is left of it when the first trial starts, between trials). Hence the imports
+    # below, made after the fork.
     guessed = report_process.asks_for_multirun(sys.argv[1:])
     if guessed:
         report_process.REPORT_PROCESS = report_process.ReportProcess.start()

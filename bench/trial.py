@@ -31,11 +31,14 @@ from bench.store import read_json
 from rundir import atomic_write_json, atomic_write_text, remove_partial_writes
 
 
-def run_trial(cfg: DictConfig, index: int = 0, total: int = 1) -> TrialResult:
+def run_trial(cfg: DictConfig, index: int = 0, total: int = 1,
+              before_start: Callable[[], None] | None = None) -> TrialResult:
     """Run (or skip) one trial and return its result (also written to result.json).
 
     The trial is run by one harness at a time (bench/owner.py): its lock is taken before
     anything of it starts; if another harness holds it, this one says so and waits for it.
+    ``before_start`` is called right before the trial's job is submitted (the sweep's stops its
+    report process: bench/report_process.py).
     """
     trial = split(cfg)
     folder = TrialDir(trial.trial_dir)
@@ -57,7 +60,7 @@ def run_trial(cfg: DictConfig, index: int = 0, total: int = 1) -> TrialResult:
         if done is not None:
             print(f"{label}: {done.status} in the harness it waited for, skipped", flush=True)
             return done
-        return _run_owned(trial, folder, index, total, resuming=lock.waited_for)
+        return _run_owned(trial, folder, index, total, lock.waited_for, before_start)
 
 
 def _succeeded(previous: dict | None, trial: Trial) -> TrialResult | None:
@@ -69,7 +72,7 @@ def _succeeded(previous: dict | None, trial: Trial) -> TrialResult | None:
 
 
 def _run_owned(trial: Trial, folder: TrialDir, index: int, total: int,
-               resuming: str | None) -> TrialResult:
+               resuming: str | None, before_start: Callable[[], None] | None) -> TrialResult:
     """Run the trial whose lock this process holds."""
     remove_partial_writes(folder.path)  # a harness killed mid-write leaves its temporary files
     previous = read_json(folder.result)
@@ -97,6 +100,8 @@ def _run_owned(trial: Trial, folder: TrialDir, index: int, total: int,
     handle: TrialHandle | None = None
     sampler: Sampler | None = None
     injector: FaultInjector | None = None
+    if before_start is not None:
+        before_start()
     try:
         handle = backend.submit(spec)
         if interrupted:

@@ -6,6 +6,7 @@ pytest's may have), on a hand-made sweep folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -16,7 +17,8 @@ import pytest
 from test_report import write_trial
 
 _SCRIPT = """
-import json, os, signal, sys
+import json, os, signal, sys, time
+import psutil
 from omegaconf import OmegaConf
 from bench import callbacks, report_process
 
@@ -34,6 +36,29 @@ elif case == "died":
     report.process.kill()
     report.process.join()
     print(json.dumps({"wrote": report.write(sweep)}), flush=True)
+elif case == "paused":  # a trial starts before the child's import is over, then ends
+    report.pause()
+    stopped = psutil.Process(report.process.pid).status()
+    time.sleep(1.0)  # more than its import needs when it runs; stopped, it cannot say ready
+    print(json.dumps({"stopped": stopped, "ready_while_stopped": report.conn.poll()}),
+          flush=True)
+    report.resume()
+    print(json.dumps({"after": psutil.Process(report.process.pid).status()}), flush=True)
+    report.pause()  # the next trial: stopped again, and the end continues it
+    report_process.REPORT_PROCESS = report
+    callbacks.ReportCallback().on_multirun_end(OmegaConf.create(
+        {"results_dir": os.path.dirname(sweep), "sweep_name": os.path.basename(sweep)}))
+elif case == "pause_when_ready":  # a trial after the import: the child is left alone
+    report.pause()  # a first trial, early: its first word read, stopped and continued
+    report.resume()
+    while not report.conn.poll(0.1):  # its next word: ready
+        pass
+    report.pause()
+    print(json.dumps({"stopped": psutil.Process(report.process.pid).status(),
+                      "wrote": report.write(sweep)}), flush=True)
+elif case == "killed_while_paused":  # the sweep dies by SIGKILL with its child stopped
+    report.pause()
+    os.kill(os.getpid(), signal.SIGKILL)
 elif case == "unused":
     report.close()
 elif case == "exit":
@@ -51,9 +76,10 @@ def sweep(tmp_path: Path) -> Path:
     return folder
 
 
-def _run(case: str, sweep: Path) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+def _run(case: str, sweep: Path, timeout: float = 300) -> tuple[subprocess.CompletedProcess[str],
+                                                              list[dict]]:
     out = subprocess.run([sys.executable, "-c", _SCRIPT, case, str(sweep)], capture_output=True,
-                         text=True, timeout=300, cwd=Path(__file__).parent.parent)
+                         text=True, timeout=timeout, cwd=Path(__file__).parent.parent)
     records = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     return out, records
 
@@ -65,6 +91,35 @@ def test_the_report_is_written_by_the_child_which_ignores_ctrl_c(sweep):
     assert (sweep / "report.md").is_file() and (sweep / "plots" / "time_vs_workers.png").is_file()
     assert not list(sweep.glob("plots/*.svg"))  # a sweep's end draws PNG only
     assert records[-1] == {"exitcode": 0, "pandas_here": False}  # the parent never loaded it
+
+
+def test_a_trial_stops_a_child_still_importing_and_the_child_goes_on_after_it(sweep):
+    out, records = _run("paused", sweep)
+    assert out.returncode == 0, out.stderr
+    assert {"stopped": "stopped", "ready_while_stopped": False} in records
+    assert {"after": "stopped"} not in records and any("after" in r for r in records)
+    # stopped again for a second trial, the end of the sweep continues it: it writes the report
+    assert "Table 1" in out.stdout and (sweep / "report.md").is_file()
+    assert records[-1] == {"exitcode": 0, "pandas_here": False}
+
+
+def test_a_trial_after_the_childs_import_leaves_it_running(sweep):
+    out, records = _run("pause_when_ready", sweep)
+    assert out.returncode == 0, out.stderr
+    assert records[1]["wrote"] is True and records[1]["stopped"] != "stopped"
+    assert (sweep / "report.md").is_file()
+
+
+def test_a_stopped_child_dies_with_a_sweep_killed_by_sigkill(sweep):
+    # (A child left stopped would hold the output pipe open: the run would time out.)
+    out, records = _run("killed_while_paused", sweep, timeout=120)
+    assert out.returncode == -9
+    # Its parent's death sends it SIGKILL (PR_SET_PDEATHSIG): stopped, it would not see its
+    # pipe close, and would stay (reparented, stopped) for ever.
+    pid = records[0]["child"]
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.TimeoutExpired):
+        psutil.Process(pid).wait(timeout=30)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
 
 
 def test_a_child_that_died_leaves_the_report_to_the_caller(sweep):

@@ -27,7 +27,7 @@ def counted(self, config_name, overrides, run_mode, *args, **kwargs):
     return load(self, config_name, overrides, run_mode, *args, **kwargs)
 
 ConfigLoaderImpl.load_configuration = counted
-bench.trial.run_trial = lambda cfg, index, total: runs.append(
+bench.trial.run_trial = lambda cfg, index, total, **_: runs.append(
     [index, total, cfg.workers, cfg.epochs])
 atexit.register(lambda: print(json.dumps({"runs": runs, "compositions": compositions})))
 sys.argv = ["bench.sweep", *sys.argv[1:]]
@@ -88,7 +88,7 @@ class Compared:
         return got
 
 bench.preflight.check_jobs = lambda loader, master, jobs: check_jobs(Compared(loader), master, jobs)
-bench.trial.run_trial = lambda cfg, index, total: None
+bench.trial.run_trial = lambda cfg, index, total, **_: None
 atexit.register(lambda: print(json.dumps({"runs": report})))
 sys.argv = ["bench.sweep", *sys.argv[1:]]
 runpy.run_module("bench.sweep", run_name="__main__", alter_sys=True)
