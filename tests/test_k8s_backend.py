@@ -94,6 +94,8 @@ def test_a_job_is_followed_to_succeeded_with_metrics_logs_and_event_files(
     fake, kubeconfig, tmp_path
 ):
     fake.cluster.replica_env["STUB_SECONDS"] = "1.5"  # a few metrics windows
+    scrapes, scrape = [], fake.cluster.kubelet.scrape
+    fake.cluster.kubelet.scrape = lambda window_s: (scrapes.append(window_s), scrape(window_s))
     handle = submit(tmp_path, kubeconfig)
     sampler = handle.sampler(0.1)
     sampler.start()
@@ -109,8 +111,11 @@ def test_a_job_is_followed_to_succeeded_with_metrics_logs_and_event_files(
     assert set(summary) == {"rank0", "rank1"}
     assert all(s["mem_peak_mib"] > 5 and s["cpu_mean"] >= 0 for s in summary.values())
     assert sampler.source.window_s == 0.5
+    # At most one sample per window the metrics server measured (each scrape is a new window
+    # with a new timestamp): the sampler asks no faster than the window and skips one it has
+    # seen. Counted, not timed: a tick delayed on a busy machine may come close to the next.
     per_worker = [s.t for s in sampler.samples if s.worker == "rank0"]
-    assert all(b - a >= 0.45 for a, b in zip(per_worker, per_worker[1:], strict=False))
+    assert 1 <= len(per_worker) <= len(scrapes)
 
     dest = tmp_path / "res" / "s" / TRIAL
     collect(handle, dest)
