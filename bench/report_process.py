@@ -26,7 +26,7 @@ import threading
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+from bench.parent_death import die_with_parent
 
 # PNG only: SVG would add about half the rendering time, and `python -m bench.report` writes it.
 SWEEP_FORMATS = ("png",)
@@ -159,30 +159,15 @@ class ReportProcess:
         self.process.join()
 
 
-def _die_with(sweep: int) -> bool:
-    """Have this process SIGKILLed when the sweep dies, even by SIGKILL: stopped (``pause``),
-    it would not see its pipe close. Linux only (prctl); False elsewhere, where it is then never
-    stopped."""
-    import ctypes  # here, after the fork
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)  # this process's own symbols: no ldconfig
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
-            return False
-    except (OSError, AttributeError):
-        return False
-    if os.getppid() != sweep:  # the sweep died before prctl took effect
-        os._exit(1)
-    return True
-
-
 def _serve(conn: Connection, parents_end: Connection, sweep: int) -> None:
     """The report process: import, say ready, write the one report it is sent, exit. It ends
     as well when the sweep goes away without sending one (its end of the pipe closes)."""
     parents_end.close()  # or the pipe would never reach end-of-file here
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the sweep's to handle
     try:
-        conn.send("armed" if _die_with(sweep) else "unarmed")
+        # SIGKILLed when the sweep dies, even by SIGKILL: stopped (pause), it would not see its
+        # pipe close. Where that cannot be armed, it is never stopped.
+        conn.send("armed" if die_with_parent(sweep, signal.SIGKILL) else "unarmed")
     except OSError:
         return
     # No garbage collection in this process, which imports, writes one report and exits: the

@@ -141,6 +141,7 @@ def test_a_master_config_with_a_group_left_unchosen_is_no_base() -> None:
     [(task, config)] = derive._master(master)
     assert config is master and [o.input_line for o in task] == ["workers=1,2"]
     master.hydra.runtime.choices.model = "???"
+    derive = SetValues(loader=None, parser=OverridesParser.create())  # a sweep of that master
     assert derive._master(master) == []
 
 

@@ -112,6 +112,7 @@ class SetValues:
         self.loader, self.parser = loader, parser
         self.composed: list[tuple[list[Override], DictConfig]] = []
         self.groups: set[str] | None = None  # the top-level config groups, listed once
+        self.master: list[tuple[list[Override], DictConfig]] | None = None  # its base, once
 
     def load_sweep_config(self, master_config: DictConfig,
                           sweep_overrides: list[str]) -> DictConfig:
@@ -127,12 +128,14 @@ class SetValues:
 
     def _master(self, master_config: DictConfig) -> list[tuple[list[Override], DictConfig]]:
         """The master config as a base (its overrides, the sweeps among them, and itself),
-        where it is one."""
-        choices = master_config.hydra.runtime.choices
-        if any(OmegaConf.is_missing(choices, group) for group in choices):
-            return []
-        task = self.parser.parse_overrides(list(master_config.hydra.overrides.task))
-        return [(task, master_config)]
+        where it is one; read at the first job (a sweep's jobs share one master)."""
+        if self.master is None:
+            choices = master_config.hydra.runtime.choices
+            missing = any(OmegaConf.is_missing(choices, group) for group in choices)
+            self.master = [] if missing else [
+                (self.parser.parse_overrides(list(master_config.hydra.overrides.task)),
+                 master_config)]
+        return self.master
 
     def _changed_values(self, base: list[Override], job: list[Override]) -> list[Override] | None:
         """The overrides of ``job`` whose values differ from ``base``'s, when all it differs in

@@ -24,8 +24,6 @@ With more workers than cores the trial is oversubscribed (one thread each) and t
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import os
 import shutil
@@ -39,6 +37,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 import rundir
+from bench import parent_death
 from bench.backends.base import JobState, JobStatus, TrialSpec
 from bench.backends.local import admission
 from bench.backends.local.config import LocalConfig
@@ -57,20 +56,6 @@ from trainer.config import ConfigError
 if TYPE_CHECKING:
     from bench.config import Trial
 
-PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    """The C library, for prctl; loaded in the harness, not in the child's pre-exec hook: finding
-    it runs ldconfig, and until exec the child still holds the harness's descriptors (a trial's
-    lock among them)."""
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:
-        return None
-
-
 def _die_with_parent(harness_pid: int) -> None:
     """In the child before exec: SIGTERM torchrun when the harness dies, even by SIGKILL.
 
@@ -79,12 +64,7 @@ def _die_with_parent(harness_pid: int) -> None:
     same run directory. On SIGTERM the elastic agent stops its workers. Linux only; elsewhere
     this is a no-op.
     """
-    libc = _libc()
-    if libc is None or not hasattr(libc, "prctl"):
-        return
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != harness_pid:  # the harness died before prctl took effect
-        os._exit(1)
+    parent_death.die_with_parent(harness_pid, signal.SIGTERM)
 
 
 def threads_per_worker(workers: int, cores: int) -> int:
@@ -125,7 +105,7 @@ class LocalHandle:
         env = {**os.environ, **spec.env, "OMP_NUM_THREADS": str(spec.threads_per_worker),
                "PYTHONUNBUFFERED": "1",
                rundir.FAILURE_FILE_ENV: str(self.failures / "rank{rank}.json")}
-        _libc()  # loaded here, before the fork (see _die_with_parent)
+        parent_death.libc()  # loaded here, before the fork (see its docstring)
         self._log = open(self.log_path, "ab")
         why = f"restart {self.restarts} of at most {spec.backoff_limit} after: " \
             f"{self.restart_causes[-1]}" if self.restarts else "the first"
