@@ -47,7 +47,8 @@ class CheckpointInfo:
 
     ``epoch`` is the last epoch the checkpoint holds (0: no checkpoint yet), ``saved_at`` unix
     seconds, ``val_mrr`` that epoch's validation MRR. The harness polls it for live progress and
-    to time its fault injection.
+    to time its fault injection. Written after last.pt, so a writer killed between the two
+    leaves it one epoch behind the checkpoint the trainer resumes from, never ahead of it.
     """
 
     epoch: int = 0

@@ -28,7 +28,10 @@ def first(pattern: str, root: Path) -> Path | None:
 # Where the harness is killed: the file whose appearance triggers the kill.
 KILL_POINTS = {
     "before a trial starts": "multirun.yaml",  # the sweep began, no trial folder yet
-    "during a trial": "*/run/checkpoints/last.pt",  # the first trial checkpointed an epoch
+    # The first trial checkpointed an epoch. Its info file, not last.pt: the trainer writes it
+    # after last.pt, and a kill between the two (a CI run's poll landed there) leaves the info one
+    # epoch behind, so that the resume is recorded at epoch 0 while the trainer goes on from 1.
+    "during a trial": "*/run/checkpoints/last.json",
     "right after a result is written": "*/result.json",
 }
 
